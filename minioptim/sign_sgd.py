@@ -1,0 +1,71 @@
+"""signSGD and Signum, fused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _checks
+from .base import FusedOptimizer, Params
+from .functional import fused_sign_sgd_, sign_sgd_
+
+
+class SignSGD(FusedOptimizer):
+    r"""Fused signSGD, and Signum when ``momentum > 0``.
+
+    The rule is :func:`minioptim.functional.sign_sgd_`: every coordinate moves by
+    exactly :math:`\eta` against the sign of its gradient (or of the gradient's
+    exponential moving average :math:`m \leftarrow \mu m + (1-\mu) g`), so the step size
+    does not depend on the gradient's scale. Optax calls these ``sign_sgd`` and ``signum``.
+
+    Parameters
+    ----------
+    params:
+        Tensors or param-group dicts.
+    lr:
+        Learning rate :math:`\eta`: the size of every coordinate's step.
+    momentum:
+        EMA coefficient :math:`\mu \in [0, 1)`; 0 is signSGD.
+    weight_decay:
+        Decoupled weight decay :math:`\lambda`: :math:`p \leftarrow p(1-\eta\lambda)`.
+    maximize:
+        Ascend instead of descend.
+    impl:
+        ``"auto"``, ``"reference"`` or ``"fast"``; see :class:`~minioptim.FusedOptimizer`.
+    """
+
+    step_in_state = False
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        weight_decay: float = 0,
+        *,
+        maximize: bool = False,
+        impl: str = "auto",
+    ) -> None:
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, defaults, impl=impl)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        _checks.non_negative(group, "lr", "weight_decay")
+        _checks.unit_interval(group, "momentum", group["momentum"])
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
+    def update(self, group, param, grad, state, step):
+        sign_sgd_(param, grad, state.get("momentum_buffer"), **self._options(group))
+
+    def fast_update(self, group, param, grad, state, step):
+        fused_sign_sgd_(param, grad, state.get("momentum_buffer"), **self._options(group))
+
+    @staticmethod
+    def _options(group: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            lr=group["lr"],
+            momentum=group["momentum"],
+            weight_decay=group["weight_decay"],
+            maximize=group["maximize"],
+        )
