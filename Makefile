@@ -13,7 +13,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 help:
 	@echo "make book     build the HTML book into _build/html"
 	@echo "make test     lint, unit tests, book build + browser checks, nbval on every notebook"
-	@echo "make execute  re-run every notebook in a fresh kernel and save its outputs"
+	@echo "make execute  re-run every notebook in a fresh kernel and save its outputs (NB=name: one)"
 	@echo "make lab      open JupyterLab on book/"
 	@echo "make bench    time minioptim against torch.optim (python -m minioptim.bench)"
 
@@ -43,8 +43,9 @@ notebooks: $(STAMP)
 		--nbval-sanitize-with tests/nbval-sanitize.cfg -p no:cacheprovider \
 		$$($(PY) -m scripts.book list)
 
+# `make execute NB=01_gradient_descent.ipynb` re-runs one notebook only.
 execute: $(STAMP)
-	$(PY) -m scripts.book execute
+	$(PY) -m scripts.book execute $(NB)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab book/
