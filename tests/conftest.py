@@ -1,0 +1,37 @@
+"""Shared fixtures: parameter shapes that exercise every layout the flat buffer must handle."""
+
+import pytest
+import torch
+
+DTYPES = [torch.float32, torch.float64]
+IMPLS = ["reference", "fast"]
+
+# Tolerances per (impl, dtype). The reference path repeats torch.optim's for-loop operations
+# and agrees to the last bits; the fast path runs torch's fused kernels, which compute in a
+# different order, so it agrees to float rounding.
+TOLERANCES = {
+    ("reference", torch.float32): dict(rtol=1e-6, atol=1e-7),
+    ("reference", torch.float64): dict(rtol=1e-13, atol=1e-15),
+    ("fast", torch.float32): dict(rtol=1e-5, atol=1e-6),
+    ("fast", torch.float64): dict(rtol=1e-12, atol=1e-14),
+}
+
+
+def make_tensors(dtype: torch.dtype, seed: int = 0) -> list[torch.Tensor]:
+    """A 0-d, 1-d, 2-d, 4-d and a non-contiguous (transposed) tensor."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype)
+
+    return [randn(()), randn(7), randn(5, 3), randn(2, 3, 3, 2), randn(4, 6).t()]
+
+
+@pytest.fixture(params=DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    return request.param
