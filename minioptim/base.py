@@ -260,7 +260,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         for i, p in enumerate(bucket.params):
             entry = self.state.get(p)
             tensors = {
-                k: v for k, v in (entry or {}).items() if k != "step" and isinstance(v, torch.Tensor)
+                k: v
+                for k, v in (entry or {}).items()
+                if k != "step" and isinstance(v, torch.Tensor)
             }
             if not tensors and (not entry or "step" not in entry):
                 bucket.steps[i] = 0

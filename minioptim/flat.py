@@ -148,7 +148,9 @@ class FlatBuffer:
             return [(0, len(steps), int(steps[0]))]
         runs = []
         first = 0
-        for key, group in itertools.groupby(range(len(steps)), key=lambda i: (has_grad[i], steps[i])):
+        for key, group in itertools.groupby(
+            range(len(steps)), key=lambda i: (has_grad[i], steps[i])
+        ):
             end = first + sum(1 for _ in group)
             if key[0]:
                 runs.append((first, end, int(key[1])))

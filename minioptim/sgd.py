@@ -84,4 +84,3 @@ class SGD(FusedOptimizer):
             maximize=group["maximize"],
             first_step=step == 1,
         )
-

@@ -1,7 +1,7 @@
 """Helpers for the book: list its notebooks and execute them.
 
-    python -m scripts.book list      # the notebooks in _toc.yml, in reading order
-    python -m scripts.book execute   # run each in a fresh kernel and save its outputs
+python -m scripts.book list      # the notebooks in _toc.yml, in reading order
+python -m scripts.book execute   # run each in a fresh kernel and save its outputs
 """
 
 from __future__ import annotations
