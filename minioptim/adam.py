@@ -24,9 +24,10 @@ class Adam(FusedOptimizer):
     lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay:
         As in ``torch.optim.Adam``, with the same defaults. ``decoupled_weight_decay=True``
         is AdamW.
-    foreach, fused:
-        Accepted for compatibility with ``torch.optim.Adam`` and ignored: every update
-        here is fused over a flat buffer.
+    foreach, fused, capturable, differentiable:
+        Accepted for compatibility with ``torch.optim.Adam`` and kept in ``param_groups``;
+        ``foreach`` and ``fused`` change nothing (every update here is fused over a flat
+        buffer), ``capturable=True`` and ``differentiable=True`` are not supported.
     impl:
         ``"auto"``, ``"reference"`` or ``"fast"``; see :class:`~minioptim.FusedOptimizer`.
     """
@@ -42,6 +43,8 @@ class Adam(FusedOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
         impl: str = "auto",
@@ -53,6 +56,10 @@ class Adam(FusedOptimizer):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             maximize=maximize,
+            foreach=foreach,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults, impl=impl)
@@ -114,6 +121,8 @@ class AdamW(Adam):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
         fused: bool | None = None,
         impl: str = "auto",
     ) -> None:
@@ -125,6 +134,10 @@ class AdamW(Adam):
             weight_decay,
             amsgrad,
             maximize=maximize,
+            foreach=foreach,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
             decoupled_weight_decay=True,
             impl=impl,
         )

@@ -134,9 +134,12 @@ class FusedOptimizer(torch.optim.Optimizer):
             raise TypeError("params must be an ordered iterable (a list), not a set")
         params = list(params) if params is not None else []
         self._check_params(params)
-        super().add_param_group({**param_group, "params": params})
-        group = self.param_groups[-1]
+        group = {**self.defaults, **param_group, "params": params}
+        for flag in ("differentiable", "capturable"):
+            if group.get(flag):
+                raise ValueError(f"{flag}=True is not supported by minioptim; leave it False")
         self.check_group(group)
+        super().add_param_group(group)
         by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
         for p in params:
             by_kind.setdefault((p.device, p.dtype), []).append(p)

@@ -22,9 +22,10 @@ class SGD(FusedOptimizer):
         Tensors or param-group dicts, as for ``torch.optim.SGD``.
     lr, momentum, dampening, weight_decay, nesterov, maximize:
         As in ``torch.optim.SGD``, with the same defaults.
-    foreach, fused:
-        Accepted for compatibility with ``torch.optim.SGD`` and ignored: every update
-        here is fused over a flat buffer.
+    foreach, fused, differentiable:
+        Accepted for compatibility with ``torch.optim.SGD`` and kept in ``param_groups``;
+        ``foreach`` and ``fused`` change nothing (every update here is fused over a flat
+        buffer), ``differentiable=True`` is not supported.
     impl:
         ``"auto"``, ``"reference"`` or ``"fast"``; see :class:`~minioptim.FusedOptimizer`.
     """
@@ -42,6 +43,7 @@ class SGD(FusedOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        differentiable: bool = False,
         fused: bool | None = None,
         impl: str = "auto",
     ) -> None:
@@ -52,6 +54,9 @@ class SGD(FusedOptimizer):
             weight_decay=weight_decay,
             nesterov=nesterov,
             maximize=maximize,
+            foreach=foreach,
+            differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults, impl=impl)
 

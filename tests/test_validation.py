@@ -32,6 +32,8 @@ def params():
         (lambda: minioptim.SignSGD(params(), momentum=-0.1), "momentum"),
         (lambda: minioptim.Adam([{"params": params(), "lr": -1.0}]), "lr"),
         (lambda: minioptim.Adam(params(), impl="turbo"), "impl"),
+        (lambda: minioptim.Adam(params(), differentiable=True), "differentiable"),
+        (lambda: minioptim.AdamW(params(), capturable=True), "capturable"),
         (lambda: minioptim.Adam([]), "empty parameter list"),
         (lambda: minioptim.Adam([{"params": []}]), "empty parameter list"),
     ],
@@ -73,6 +75,13 @@ def test_a_single_tensor_or_a_group_with_a_set_is_rejected():
 def test_non_numeric_hyperparameter_raises_type_error():
     with pytest.raises(TypeError, match="lr must be a number"):
         minioptim.SGD(params(), lr="0.1")
+
+
+def test_rejected_param_group_is_not_added():
+    optimizer = minioptim.SGD(params(), lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        optimizer.add_param_group({"params": params(), "lr": -1.0})
+    assert len(optimizer.param_groups) == len(optimizer._buckets) == 1
 
 
 def test_failed_construction_leaves_parameters_untouched():
