@@ -1,0 +1,103 @@
+"""Property-based tests: random shapes, dtypes, groups, hyper-parameters and step counts.
+
+Whatever hypothesis draws, minioptim must follow torch.optim (foreach=False) step by step.
+"""
+
+import itertools
+import os
+
+import torch
+from conftest import TOLERANCES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import minioptim
+from minioptim.testing import assert_same_trajectory, random_gradient
+
+shapes = st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple)
+dtypes = st.sampled_from([torch.float32, torch.float64])
+learning_rates = st.floats(1e-4, 0.5)
+coefficients = st.floats(0.0, 0.99)
+weight_decays = st.sampled_from([0.0, 1e-3, 0.1])
+
+
+@st.composite
+def sgd_options(draw):
+    momentum = draw(st.sampled_from([0.0, draw(coefficients)]))
+    nesterov = momentum > 0 and draw(st.booleans())
+    return dict(
+        lr=draw(learning_rates),
+        momentum=momentum,
+        dampening=0.0 if nesterov else draw(st.sampled_from([0.0, 0.5])),
+        weight_decay=draw(weight_decays),
+        nesterov=nesterov,
+        maximize=draw(st.booleans()),
+    )
+
+
+@st.composite
+def adam_options(draw):
+    return dict(
+        lr=draw(learning_rates),
+        betas=(draw(coefficients), draw(st.floats(0.5, 0.9999))),
+        eps=draw(st.sampled_from([1e-8, 1e-6, 1e-3])),
+        weight_decay=draw(weight_decays),
+        amsgrad=draw(st.booleans()),
+        maximize=draw(st.booleans()),
+    )
+
+
+OPTIONS = {"SGD": sgd_options(), "Adam": adam_options(), "AdamW": adam_options()}
+
+
+@st.composite
+def problems(draw):
+    """Tensors of random shapes and dtypes in 1-3 groups with their own options, and the
+    (step, tensor) pairs that get no gradient."""
+    name = draw(st.sampled_from(list(OPTIONS)))
+    tensors = [
+        torch.randn(shape, dtype=draw(dtypes), generator=torch.Generator().manual_seed(i))
+        for i, shape in enumerate(draw(st.lists(shapes, min_size=1, max_size=6)))
+    ]
+    cuts = (
+        sorted(draw(st.sets(st.integers(1, len(tensors) - 1), max_size=2)))
+        if len(tensors) > 1
+        else []
+    )
+    bounds = [0, *cuts, len(tensors)]
+    group_options = [draw(OPTIONS[name]) for _ in bounds[1:]]
+    missing = draw(st.sets(st.tuples(st.integers(1, 8), st.integers(0, 5)), max_size=6))
+    steps = draw(st.integers(1, 8))
+    impl = draw(st.sampled_from(["reference", "fast"]))
+    return name, tensors, bounds, group_options, missing, steps, impl
+
+
+@settings(
+    max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 100)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(problems())
+def test_random_problems_follow_torch(problem):
+    name, tensors, bounds, group_options, missing, steps, impl = problem
+
+    def gradient(step, index, param, generator):
+        """Random, except None (no gradient this step) for the drawn (step, index) pairs."""
+        return None if (step, index) in missing else random_gradient(step, index, param, generator)
+
+    def groups(params):
+        return [
+            dict(params=params[a:b], **options)
+            for (a, b), options in zip(itertools.pairwise(bounds), group_options, strict=True)
+        ]
+
+    tolerance = TOLERANCES[impl, torch.float32]  # the looser one: some tensors may be float32
+    assert_same_trajectory(
+        lambda ps: getattr(minioptim, name)(groups(ps), impl=impl),
+        lambda ps: getattr(torch.optim, name)(groups(ps), foreach=False),
+        tensors,
+        steps=steps,
+        gradient=gradient,
+        rtol=tolerance["rtol"],
+        atol=tolerance["atol"],
+    )
