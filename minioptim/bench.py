@@ -18,8 +18,9 @@ How the numbers are taken:
 - **Same work.** Every contender gets its own copy of the same parameters and gradients
   (random, seeded). Gradients stay fixed between steps: we time the optimizer, not a model.
 - **Fair timing.** All contenders of a comparison live in one process and are timed in
-  turn, round-robin, one step each, for ``repeats`` rounds after ``warmup`` steps; we report
-  the median. On CUDA and MPS the device is synchronized before and after each step.
+  turn, round-robin, one step each, for ``repeats`` rounds; we report the median. Before
+  that, each contender takes two steps alone (to measure memory) and ``warmup`` more.
+  On CUDA and MPS the device is synchronized before and after each step.
 - **Roofline.** An optimizer step is memory-bound: it reads and writes each parameter's
   value, gradient and state once (:data:`BYTES_PER_PARAM`) and does little arithmetic. We
   compare the achieved bytes per second with a triad ``a = b + s * c`` measured in the
@@ -33,10 +34,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import ctypes
+import gc
 import json
 import math
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -247,11 +249,17 @@ def timed(fn: Callable[[], Any], device: str) -> float:
     return time.perf_counter() - start
 
 
-def round_robin(fns: dict[str, Callable[[], Any]], repeats: int, device: str) -> dict[str, float]:
-    """Median seconds per call of each function, timed in turn, ``repeats`` times each.
+def round_robin(
+    fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    device: str,
+    summary: Callable[[list[float]], float] = statistics.median,
+) -> dict[str, float]:
+    """Median (or ``summary``) seconds per call of each function, timed in turn.
 
-    The starting contender rotates from round to round, so none always runs right after
-    the same neighbour (whose traffic may have warmed or evicted the caches).
+    Each function is called ``repeats`` times. The starting one rotates from round to
+    round, so none always runs right after the same neighbour (whose traffic may have
+    warmed or evicted the caches).
     """
     names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -259,7 +267,7 @@ def round_robin(fns: dict[str, Callable[[], Any]], repeats: int, device: str) ->
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             samples[name].append(timed(fns[name], device))
-    return {name: statistics.median(times) for name, times in samples.items()}
+    return {name: summary(times) for name, times in samples.items()}
 
 
 class PeakMemory:
@@ -267,13 +275,16 @@ class PeakMemory:
 
     - CUDA: exact, from the caching allocator (``torch.cuda.max_memory_allocated``).
     - CPU on Linux: the resident set's high-water mark (``VmHWM``), reset before the block
-      through ``/proc/self/clear_refs``. It counts pages the process had to touch anew, so it
-      misses temporaries that malloc serves from memory freed earlier (typical for blocks
-      below malloc's mmap threshold, up to 32 MiB) and includes other threads' allocations.
+      through ``/proc/self/clear_refs``. It counts pages the process had to touch anew, so
+      memory that malloc keeps after ``free`` and hands out again would hide allocations;
+      ``malloc_trim`` gives that memory back to the system first. Page-granular, and it
+      includes whatever else the process allocates meanwhile.
     - Elsewhere: the growth of ``getrusage``'s lifetime peak, which is 0 unless the block
       goes above every earlier peak: a lower bound.
 
-    ``bytes`` holds the result after the block; ``None`` where nothing can measure it (MPS).
+    Python's garbage collector is paused inside the block: a collection there could free
+    earlier benchmarks' tensors and hide the block's own allocations. ``bytes`` holds the
+    result after the block; ``None`` where nothing can measure it (MPS).
     """
 
     def __init__(self, device: str) -> None:
@@ -281,22 +292,35 @@ class PeakMemory:
         self.bytes: int | None = None
 
     def __enter__(self) -> PeakMemory:
+        self.gc_enabled = gc.isenabled()
+        gc.disable()  # a collection inside the block would free unrelated memory
         synchronize(self.device)
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
             self.before = torch.cuda.memory_allocated()
         elif self.device == "cpu":
+            _malloc_trim()
             self.use_proc = _reset_rss_peak()
             self.before = _proc_status("VmRSS") if self.use_proc else _lifetime_peak_rss()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         synchronize(self.device)
+        if self.gc_enabled:
+            gc.enable()
         if self.device.startswith("cuda"):
             self.bytes = torch.cuda.max_memory_allocated() - self.before
         elif self.device == "cpu":
             peak = _proc_status("VmHWM") if self.use_proc else _lifetime_peak_rss()
             self.bytes = max(0, peak - self.before)
+
+
+def _malloc_trim() -> None:
+    """Return the memory glibc's malloc holds in its free lists to the system, if glibc."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        pass
 
 
 def _reset_rss_peak() -> bool:
@@ -320,6 +344,8 @@ def _proc_status(key: str) -> int:
 
 def _lifetime_peak_rss() -> int:
     """The process's peak RSS so far, in bytes (kilobytes on Linux, bytes on macOS)."""
+    import resource  # Unix only
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -335,16 +361,20 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(storages.values())
 
 
-def triad_bandwidth(device: str, elements: int = 2**25, repeats: int = 10) -> float:
+def triad_bandwidth(device: str, elements: int = 2**26, repeats: int = 20) -> float:
     """Bytes per second of ``a = b + s * c`` on float32 arrays, counting 3 x 4 bytes/element.
 
-    The arrays (128 MiB each by default) are far larger than the caches, so this is what
-    the memory system delivers to a simple element-wise kernel: the bound for a step.
+    This is STREAM's triad, with STREAM's conventions: the best of ``repeats`` runs, and
+    arrays (256 MiB each by default) larger than the caches. It is what the memory system
+    delivers to a simple element-wise kernel: the bound for an optimizer step. Two reasons
+    a step can still beat it: a CPU reads ``a`` before writing it (write-allocate), so the
+    triad really moves 16 bytes per element, while an in-place update writes only what it
+    read; and a step's smaller working set may partly stay in a large cache.
     """
     b, c = (torch.rand(elements, device=device) for _ in range(2))
     a = torch.empty_like(b)
-    seconds = round_robin({"triad": lambda: torch.add(b, c, alpha=0.5, out=a)}, repeats, device)
-    return 3 * 4 * elements / seconds["triad"]
+    triad = {"triad": lambda: torch.add(b, c, alpha=0.5, out=a)}
+    return 3 * 4 * elements / round_robin(triad, repeats, device, summary=min)["triad"]
 
 
 # -- the benchmarks ---------------------------------------------------------------------------
@@ -366,6 +396,7 @@ def bench_steps(
     The first two steps of each contender, taken alone, measure memory: the first step
     creates the state, the second shows what a steady step allocates.
     """
+    gc.collect()  # free the previous benchmark's tensors before measuring memory
     values = random_tensors(shapes, seed, device)
     grads = random_tensors(shapes, seed + 1, device)
     optimizers = build(contenders(optimizer), values, grads)
@@ -376,12 +407,11 @@ def bench_steps(
         for _ in range(warmup):
             opt.step()
     seconds = round_robin({label: opt.step for label, opt in optimizers.items()}, repeats, device)
-    n_params = numel(shapes)
-    per_param, _ = BYTES_PER_PARAM[optimizer]
     reference = seconds.get(baseline(optimizer), math.nan)
+    per_param = BYTES_PER_PARAM[optimizer][0]
     rows = []
     for label, opt in optimizers.items():
-        gbps = per_param * n_params / seconds[label] / 1e9
+        bytes_per_second = per_param * numel(shapes) / seconds[label]
         rows.append(
             dict(
                 kind="step",
@@ -389,12 +419,12 @@ def bench_steps(
                 optimizer=optimizer,
                 contender=label,
                 n_tensors=len(shapes),
-                n_params=n_params,
+                n_params=numel(shapes),
                 ms=seconds[label] * 1e3,
                 vs_baseline=seconds[label] / reference,
                 bytes_per_param=per_param,
-                gbps=gbps,
-                bound_pct=100 * gbps * 1e9 / triad,
+                gbps=bytes_per_second / 1e9,
+                bound_pct=100 * bytes_per_second / triad,
                 state_bytes=state_bytes(opt),
                 first_step_peak_bytes=memory[label][0],
                 step_peak_bytes=memory[label][1],
@@ -456,6 +486,7 @@ def bench_zero_grad(
     ``set_to_none=True`` makes ``zero_grad`` almost free but moves work into the next
     backward, so the rows report both times and their sum.
     """
+    gc.collect()
     values = random_tensors(shapes, seed, device)
     grads = random_tensors(shapes, seed + 1, device)
     coefs = random_tensors(shapes, seed + 2, device)
@@ -520,6 +551,7 @@ def sweep(
     rows = []
     for n_tensors, n_params in points:
         shapes = [(n_params // n_tensors,)] * n_tensors
+        gc.collect()
         values = random_tensors(shapes, seed, device)
         grads = random_tensors(shapes, seed + 1, device)
         optimizers = build(contenders(optimizer, reference=False), values, grads)
@@ -576,12 +608,12 @@ def run(
     sets: Iterable[str] = SETS,
     optimizers: Iterable[str] = OPTIMIZERS,
     *,
-    repeats: int = 7,
-    warmup: int = 1,
+    repeats: int = 10,
+    warmup: int = 2,
     scale: float = 1.0,
     device: str | None = None,
     sweeps: bool = True,
-    triad_elements: int = 2**25,
+    triad_elements: int = 2**26,
     verbose: bool = True,
 ) -> list[dict[str, Any]]:
     """Run the benchmark and return its rows: one dict per measurement.
@@ -609,7 +641,7 @@ def run(
             rows += bench_steps(set_name, optimizer, shapes, triad=triad, **timing)
         say(f"{set_name}: zero_grad", flush=True)
         rows += bench_zero_grad(set_name, shapes, **timing)
-    if sweeps:
+    if sweeps and optimizers:
         optimizer = "adam" if "adam" in optimizers else optimizers[0]
         say(f"sweeps: {optimizer}", flush=True)
         rows += sweep("sweep_tensors", optimizer, tensor_count_points(scale), **timing)
@@ -651,7 +683,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 f"  {row['contender']:<33}{row['ms']:>13.3f}{gbps:>7}"
                 f"{row['backward_ms']:>13.3f}{row['total_ms']:>9.3f}"
             )
-    lines += ["", "peak 1st / peak step: MiB a step allocates (first step: state included)."]
+    lines += [
+        "",
+        "/fused, /for-loop: time relative to that contender (below 1x: faster).",
+        "% triad: achieved GB/s over the triad's; above 100%: see triad_bandwidth's docstring.",
+        "peak 1st / peak step: MiB the first step (state included) / a later step allocates.",
+    ]
     return "\n".join(lines)
 
 
@@ -759,8 +796,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--optimizers", default=",".join(OPTIMIZERS), help="comma-separated: %(default)s"
     )
-    parser.add_argument("--repeats", type=int, default=7, help="timed steps per contender")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the first two")
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per contender")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first two")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every size by this")
     parser.add_argument("--no-plot", action="store_true", help="skip the sweeps and their plot")
     parser.add_argument("--out", default="bench-results", help="output directory")
