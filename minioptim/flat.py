@@ -24,6 +24,8 @@ import operator
 
 import torch
 
+GRAD = operator.attrgetter("grad")  # p.grad for each p in map(GRAD, params), at C speed
+
 
 def scalar_dtype() -> torch.dtype:
     """The dtype torch.optim uses for its ``step`` counters."""
@@ -93,11 +95,11 @@ class FlatBuffer:
         When nothing changed this costs one pointer comparison per parameter.
         """
         params = self.params
-        if [p.data_ptr() for p in params] != self.data_ptrs:
+        if list(map(torch.Tensor.data_ptr, params)) != self.data_ptrs:
             for i, p in enumerate(params):
                 if p.data_ptr() != self.data_ptrs[i]:
                     self._readopt_data(i, owner)
-        grads = [p.grad for p in params]
+        grads = list(map(GRAD, params))
         if all(map(operator.is_, grads, self.grad_views)):
             return [True] * len(params)
         has_grad = []
@@ -143,9 +145,10 @@ class FlatBuffer:
         them), and parameters that skipped steps keep their own step count, so Adam's bias
         correction stays exact per parameter.
         """
+        low, high = torch.aminmax(self.steps)
+        if low == high and all(has_grad):
+            return [(0, len(self), int(low))]
         steps = self.steps.tolist()
-        if all(has_grad) and min(steps) == max(steps):
-            return [(0, len(steps), int(steps[0]))]
         runs = []
         first = 0
         for key, group in itertools.groupby(
