@@ -236,6 +236,12 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     # -- checkpoints ------------------------------------------------------------------------
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim pickles defaults, state and param_groups; the buckets come along so
+        # that copy.deepcopy(optimizer) gives a working optimizer over copied parameters
+        # (deepcopy keeps views of one storage views of the copied storage).
+        return {**super().__getstate__(), "impl": self.impl, "_buckets": self._buckets}
+
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's format; tensors are copies, not views of the live buffers."""
         state_dict = super().state_dict()

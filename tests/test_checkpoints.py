@@ -192,3 +192,22 @@ def test_a_naive_flat_buffer_optimizer_ignores_loaded_state(name, monkeypatch):
     train(net, optimizer, 5, start=5)
     train(restored_net, restored, 5, start=5)
     assert not torch.equal(net[0].weight, restored_net[0].weight)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_deepcopy_gives_an_independent_optimizer_that_continues_identically(name):
+    net = model()
+    optimizer = make(minioptim, name, net.parameters())
+    train(net, optimizer, 3)
+    twin = copy.deepcopy(optimizer)  # copies the parameters too, as for torch.optim
+    twin_params = twin.param_groups[0]["params"]
+    assert all(p is not q for p, q in zip(twin_params, net.parameters(), strict=True))
+    results = []
+    for opt, params in ((optimizer, list(net.parameters())), (twin, twin_params)):
+        for step in range(3):
+            opt.zero_grad()
+            for p in params:
+                p.grad.fill_(0.1 * (step + 1))
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    assert all(torch.equal(p, q) for p, q in zip(*results, strict=True))
