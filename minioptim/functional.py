@@ -157,26 +157,16 @@ def fused_sgd_(
     grad: torch.Tensor,
     momentum_buffer: torch.Tensor | None,
     *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
     first_step: bool,
+    **hyper: float,
 ) -> None:
-    """:func:`sgd_` in one pass, with torch's fused SGD kernel."""
+    """:func:`sgd_` in one pass, with torch's fused SGD kernel (same arguments)."""
     torch._fused_sgd_(
         [param],
         [grad],
-        [momentum_buffer] if momentum != 0 else [],
-        weight_decay=weight_decay,
-        momentum=momentum,
-        lr=lr,
-        dampening=dampening,
-        nesterov=nesterov,
-        maximize=maximize,
+        [momentum_buffer] if hyper["momentum"] != 0 else [],
         is_first_step=first_step,
+        **hyper,  # lr, momentum, dampening, weight_decay, nesterov, maximize
     )
 
 
@@ -188,33 +178,21 @@ def fused_adam_(
     max_exp_avg_sq: torch.Tensor | None,
     *,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    amsgrad: bool,
-    maximize: bool,
     decoupled_weight_decay: bool,
+    **hyper: float,
 ) -> None:
-    """:func:`adam_` in one pass, with torch's fused Adam/AdamW kernel."""
+    """:func:`adam_` in one pass, with torch's fused Adam/AdamW kernel (same arguments)."""
     kernel = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
     kernel(
         [param],
         [grad],
         [exp_avg],
         [exp_avg_sq],
-        [max_exp_avg_sq] if amsgrad else [],
+        [max_exp_avg_sq] if hyper["amsgrad"] else [],
         # torch.full, not torch.tensor: on a GPU it launches a fill instead of copying
         # from host memory, so the step never waits for the device.
         [torch.full((), float(step), device=param.device)],
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        weight_decay=weight_decay,
-        eps=eps,
-        amsgrad=amsgrad,
-        maximize=maximize,
+        **hyper,  # lr, beta1, beta2, eps, weight_decay, amsgrad, maximize
     )
 
 
@@ -222,26 +200,15 @@ def fused_sign_sgd_(
     param: torch.Tensor,
     grad: torch.Tensor,
     momentum_buffer: torch.Tensor | None,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    maximize: bool,
+    **hyper: float,
 ) -> None:
     """:func:`sign_sgd_` block by block, so that ``sign(u)`` never needs a full-size temporary.
 
     torch has no fused sign kernel. Running the rule on blocks of :data:`BLOCK` elements
-    keeps each block's temporary in cache and the extra memory to one block.
+    keeps each block's temporary in cache and the extra memory to one block. The
+    arguments are those of :func:`sign_sgd_`.
     """
     for start in range(0, param.numel(), BLOCK):
         block = slice(start, start + BLOCK)
-        buffer = momentum_buffer[block] if momentum != 0 else None
-        sign_sgd_(
-            param[block],
-            grad[block],
-            buffer,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            maximize=maximize,
-        )
+        buffer = momentum_buffer[block] if hyper["momentum"] != 0 else None
+        sign_sgd_(param[block], grad[block], buffer, **hyper)
