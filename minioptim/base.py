@@ -52,11 +52,17 @@ class FusedOptimizer(torch.optim.Optimizer):
     impl:
         ``"reference"`` runs :meth:`update`, the readable rule; ``"fast"`` runs
         :meth:`fast_update` (same results within float rounding); ``"auto"`` (default)
-        takes the fast path where the class has one.
+        takes the fast path where the class has one. Buckets whose dtype is not in
+        :attr:`fast_dtypes` always take the reference path.
     """
 
     #: Whether ``state_dict()`` shows a ``"step"`` entry per parameter (Adam does, SGD not).
     step_in_state: bool = True
+
+    #: The dtypes :meth:`fast_update` is verified for. torch 2.13's fused CPU kernels give
+    #: wrong results for float16/bfloat16 (``SGD(fused=True)`` does not move half-precision
+    #: parameters at all), so by default half-precision buckets use :meth:`update`.
+    fast_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
 
     def __init__(self, params: Params, defaults: dict[str, Any], *, impl: str = "auto") -> None:
         if impl not in IMPLEMENTATIONS:
@@ -183,10 +189,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        rule = self.fast_update if self.impl == "fast" else self.update
         for group, buckets in zip(self.param_groups, self._buckets, strict=True):
             names = self.state_names(group)
             for bucket in buckets:
+                fast = self.impl == "fast" and bucket.dtype in self.fast_dtypes
+                rule = self.fast_update if fast else self.update
                 has_grad = bucket.check_bindings(type(self).__name__)
                 new_state = any(name not in bucket.state for name in names)
                 for first, end, done in bucket.runs(has_grad):

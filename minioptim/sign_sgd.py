@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from . import _checks
 from .base import FusedOptimizer, Params
 from .functional import fused_sign_sgd_, sign_sgd_
@@ -34,6 +36,8 @@ class SignSGD(FusedOptimizer):
     """
 
     step_in_state = False
+    # The fast path is the reference rule run block by block: right for every dtype.
+    fast_dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
     def __init__(
         self,

@@ -155,3 +155,23 @@ def test_hyperparameters_are_read_at_every_step():
         steps=STEPS,
         **TOLERANCES["fast", torch.float64],
     )
+
+
+@pytest.mark.parametrize("low", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize(
+    "name, options",
+    [("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.01)), ("Adam", {}), ("AdamW", {})],
+)
+def test_half_precision_parameters_match_torch(name, options, low, impl):
+    """Half-precision arithmetic rounds differently in vectorized and scalar loops (and the
+    fast path computes in float32 inside the kernel, as torch's fused=True does), so both
+    paths agree with torch's for-loop to a few units in the last place of the dtype."""
+    ulps = 4 * torch.finfo(low).eps
+    assert_same_trajectory(
+        lambda ps: getattr(minioptim, name)(ps, impl=impl, **dict(options, lr=0.01)),
+        lambda ps: getattr(torch.optim, name)(ps, foreach=False, **dict(options, lr=0.01)),
+        [t.to(low) for t in make_tensors(torch.float32)],
+        steps=STEPS,
+        rtol=ulps,
+        atol=ulps,
+    )
