@@ -85,9 +85,10 @@ class FlatBuffer:
 
         Returns, for each parameter, whether it has a gradient this step.
 
-        - ``p.data`` replaced (``model.to()``, ``load_state_dict(assign=True)``, user code):
-          the new values are copied in and ``p.data`` re-bound, if device, dtype and shape
-          still fit; otherwise a ``RuntimeError`` (never train an orphaned buffer).
+        - ``p.data`` replaced (``p.data = ...``, ``model.to()``/``.double()``, which replace
+          ``p.data`` or swap the tensor): the new values are copied in and ``p.data``
+          re-bound, if device, dtype and shape still fit; otherwise a ``RuntimeError``
+          (never train an orphaned buffer).
         - ``p.grad`` is a tensor but not our view (``model.zero_grad()`` then ``backward``,
           DDP, ``p.grad = ...``): its values are copied into the slot and ``p.grad`` re-bound.
         - ``p.grad is None``: the parameter is skipped this step, as in torch.optim.
