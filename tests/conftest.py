@@ -17,6 +17,14 @@ TOLERANCES = {
 }
 
 
+def build(library, name: str, params, **options) -> torch.optim.Optimizer:
+    """``library.<name>(params, **options)``: minioptim's optimizer or torch.optim's, the
+    latter with ``foreach=False``, the for-loop implementation we take as ground truth."""
+    if library is torch.optim:
+        options = dict(options, foreach=False)
+    return getattr(library, name)(params, **options)
+
+
 def make_tensors(dtype: torch.dtype, seed: int = 0) -> list[torch.Tensor]:
     """A 0-d, 1-d, 2-d, 4-d and a non-contiguous (transposed) tensor."""
     gen = torch.Generator().manual_seed(seed)

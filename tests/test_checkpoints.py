@@ -5,6 +5,7 @@ import io
 
 import pytest
 import torch
+from conftest import build
 from torch import nn
 
 import minioptim
@@ -21,10 +22,8 @@ def model(dtype=torch.float64):
     return nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 2)).to(dtype)
 
 
-def make(library, name, params, **extra):
-    if library is torch.optim:
-        extra = dict(foreach=False, **extra)
-    return getattr(library, name)(params, **OPTIMIZERS[name], **extra)
+def make(library, name, params):
+    return build(library, name, params, **OPTIMIZERS[name])
 
 
 def train(net, optimizer, steps, start=0):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import build
 from torch import nn
 from torch.optim import lr_scheduler as sched
 
@@ -50,8 +51,7 @@ def batch(step, dtype=torch.float64):
 
 
 def make(library, name, params):
-    extra = dict(foreach=False) if library is torch.optim else {}
-    return getattr(library, name)(params, **OPTIMIZERS[name], **extra)
+    return build(library, name, params, **OPTIMIZERS[name])
 
 
 def assert_same_models(ours, theirs, **tolerance):

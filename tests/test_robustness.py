@@ -9,6 +9,7 @@ or trains the wrong values, and the comparison fails.
 
 import pytest
 import torch
+from conftest import build
 from torch import nn
 
 import minioptim
@@ -114,8 +115,7 @@ OPTIMIZERS = {
 def train(library, name, scenario):
     """Train a fresh model with `library.name` (torch.optim's with foreach=False)."""
     model = TwoBranch()
-    extra = dict(foreach=False) if library is torch.optim else {}
-    optimizer = getattr(library, name)(model.parameters(), **OPTIMIZERS[name], **extra)
+    optimizer = build(library, name, model.parameters(), **OPTIMIZERS[name])
     for step in range(1, STEPS + 1):
         scenario(model, optimizer, step)
     return model
