@@ -13,6 +13,12 @@ from conftest import TOLERANCES, make_tensors
 import minioptim
 from minioptim.testing import assert_same_trajectory, random_gradient
 
+# PlainSignSGD computes beta m + (1 - beta) g as written, minioptim with in-place
+# operations: the same within rounding (and the fast path's tolerance covers both paths).
+DEFINITION_TOLERANCES = {
+    dtype: TOLERANCES["fast", dtype] for dtype in (torch.float32, torch.float64)
+}
+
 
 class PlainSignSGD(torch.optim.Optimizer):
     """The definition, one tensor at a time, written independently of minioptim."""
@@ -61,7 +67,7 @@ def test_sign_sgd_matches_definition(options, gradient, dtype, impl):
         make_tensors(dtype),
         steps=12,
         gradient=gradient,
-        **TOLERANCES[impl, dtype],
+        **DEFINITION_TOLERANCES[dtype],
     )
 
 
