@@ -57,7 +57,8 @@ class FlatBuffer:
             if p.grad is not None:
                 grad.copy_(p.grad)
             p.data = value
-            p.grad = grad
+            if self.wants_grad(p):
+                p.grad = grad
         self.data_ptrs = [p.data_ptr() for p in params]
         # Optimizer state: flat tensors shaped like `param`, created on first use, and how
         # many updates each parameter's state has seen (0: no state yet). Like torch.optim,
@@ -116,8 +117,18 @@ class FlatBuffer:
     def bind_grads(self) -> None:
         """Point every ``p.grad`` at its slot (after the slots were zeroed)."""
         for p, view in zip(self.params, self.grad_views, strict=True):
-            if p.grad is not view:
+            if p.grad is not view and self.wants_grad(p):
                 p.grad = view
+
+    @staticmethod
+    def wants_grad(p: torch.Tensor) -> bool:
+        """Whether ``p.grad`` should be a view of the buffer: unless ``p`` is frozen.
+
+        A frozen parameter (``requires_grad=False``, with no gradient assigned) keeps
+        ``p.grad = None``, so the optimizer skips it, as torch.optim does, instead of
+        applying weight decay or momentum to it.
+        """
+        return p.requires_grad or p.grad is not None
 
     def _readopt_data(self, i: int, owner: str) -> None:
         p, view = self.params[i], self.param_views[i]

@@ -208,3 +208,37 @@ def test_binding_check_repairs_every_view():
     bucket = optimizer._buckets[0][0]
     for p, value, grad in zip(bucket.params, bucket.param_views, bucket.grad_views, strict=True):
         assert p.data_ptr() == value.data_ptr() and p.grad is grad
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_frozen_parameters_are_left_alone_as_in_torch(name):
+    """requires_grad=False (e.g. a frozen backbone) passed to the optimizer: never updated,
+    not even by weight decay or momentum, before or after zero_grad()."""
+    models = []
+    for library in (minioptim, torch.optim):
+        model = TwoBranch()
+        model.trunk.requires_grad_(False)
+        optimizer = build(library, name, model.parameters(), **OPTIMIZERS[name])
+        for step in range(1, STEPS + 1):
+            optimizer.zero_grad()
+            loss_of(model, step).backward()
+            optimizer.step()
+        models.append(model)
+    ours, theirs = models
+    assert torch.equal(ours.trunk.weight, TwoBranch().trunk.weight)
+    assert ours.trunk.weight.grad is None
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(p, q, **TOLERANCE)
+
+
+def test_unfrozen_parameter_starts_training():
+    model = TwoBranch()
+    model.trunk.requires_grad_(False)
+    optimizer = minioptim.AdamW(model.parameters(), lr=0.01)
+    model.trunk.requires_grad_(True)
+    optimizer.zero_grad()
+    loss_of(model, 1).backward()
+    before = model.trunk.weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(model.trunk.weight, before)
+    assert model.trunk.weight.grad.data_ptr() >= optimizer._buckets[0][0].grad.data_ptr()
