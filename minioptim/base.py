@@ -139,7 +139,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         elif isinstance(params, set):
             raise TypeError("params must be an ordered iterable (a list), not a set")
         params = list(params) if params is not None else []
-        self._check_params(params)
+        # (name, tensor) pairs, as from model.named_parameters(): torch.optim keeps the names
+        # in group["param_names"] (its add_param_group below extracts them).
+        self._check_params([p[1] if isinstance(p, tuple) else p for p in params])
         group = {**self.defaults, **param_group, "params": params}
         for flag in ("differentiable", "capturable"):
             if group.get(flag):
@@ -147,7 +149,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self.check_group(group)
         super().add_param_group(group)
         by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-        for p in params:
+        for p in self.param_groups[-1]["params"]:
             by_kind.setdefault((p.device, p.dtype), []).append(p)
         with torch.no_grad():
             self._buckets.append([FlatBuffer(ps) for ps in by_kind.values()])

@@ -210,3 +210,15 @@ def test_deepcopy_gives_an_independent_optimizer_that_continues_identically(name
             opt.step()
         results.append([p.detach().clone() for p in params])
     assert all(torch.equal(p, q) for p, q in zip(*results, strict=True))
+
+
+def test_named_parameters_are_accepted_and_named_in_the_state_dict_as_in_torch():
+    nets = model(), model()
+    ours = minioptim.AdamW(nets[0].named_parameters(), lr=0.01)
+    theirs = torch.optim.AdamW(nets[1].named_parameters(), lr=0.01)
+    for net, optimizer in zip(nets, (ours, theirs), strict=True):
+        train(net, optimizer, 2)
+    mine, reference = ours.state_dict(), theirs.state_dict()
+    assert mine["param_groups"][0]["param_names"] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert mine["param_groups"] == reference["param_groups"]
+    assert_same(*nets)
