@@ -54,10 +54,13 @@ def toc_notebooks() -> list[Path]:
 def execute(path: Path) -> float:
     """Run a notebook top to bottom in a fresh kernel, save it in place, return seconds."""
     notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:  # drop timestamps an earlier run may have recorded
+        cell.metadata.pop("execution", None)
     client = NotebookClient(
         notebook,
         timeout=TIMEOUT_S,
         kernel_name="python3",
+        record_timing=False,  # no per-cell timestamps: re-running changes only what changed
         resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
