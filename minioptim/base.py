@@ -229,7 +229,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         Unlike ``torch.optim`` (whose default is ``set_to_none=True``), gradients stay
         allocated, as views of the buffer, with value zero. A parameter that then receives
         no gradient still gets weight decay and momentum, exactly as in torch.optim with
-        ``zero_grad(set_to_none=False)``. Pass ``set_to_none=True`` for torch's behaviour:
+        ``zero_grad(set_to_none=False)``; frozen parameters (``requires_grad=False``) keep
+        ``p.grad = None`` and are skipped. Pass ``set_to_none=True`` for torch's behaviour:
         ``p.grad`` becomes ``None`` and the parameter is skipped until it gets a gradient.
         """
         for bucket in self._all_buckets():
