@@ -248,8 +248,10 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         # torch.optim pickles defaults, state and param_groups; the buckets come along so
-        # that copy.deepcopy(optimizer) gives a working optimizer over copied parameters
-        # (deepcopy keeps views of one storage views of the copied storage).
+        # that copy.deepcopy(optimizer) gives a working optimizer over copied parameters.
+        # Copied state tensors stay views of the copied flat state; copied parameters get
+        # fresh storage, which the binding check re-adopts into the copied buffer at the
+        # first step.
         return {**super().__getstate__(), "impl": self.impl, "_buckets": self._buckets}
 
     def state_dict(self) -> dict[str, Any]:
