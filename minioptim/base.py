@@ -241,6 +241,15 @@ class FusedOptimizer(torch.optim.Optimizer):
                 bucket.grad.zero_()
                 bucket.bind_grads()
 
+    @property
+    def buckets(self) -> tuple[tuple[FlatBuffer, ...], ...]:
+        """The flat buffers, read-only: ``buckets[g]`` holds group ``g``'s, one per (device, dtype).
+
+        Each :class:`~minioptim.flat.FlatBuffer` shows ``param`` and ``grad`` (the flat
+        tensors), ``params`` (the parameters in buffer order), ``offsets`` and ``state``.
+        """
+        return tuple(tuple(buckets) for buckets in self._buckets)
+
     def _all_buckets(self) -> Iterable[FlatBuffer]:
         return (bucket for buckets in self._buckets for bucket in buckets)
 
