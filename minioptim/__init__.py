@@ -1,14 +1,30 @@
-"""minioptim: fused SGD, Adam/AdamW and SignSGD for PyTorch, a drop-in for torch.optim.
+"""minioptim: fused SGD, Adam/AdamW, SignSGD, Lion and Muon for PyTorch.
 
 All parameters of a param group (per device and dtype) live in one contiguous buffer;
-each ``p.data`` and ``p.grad`` is a view into it, so ``zero_grad()`` is one fill and every
-update is a handful of vectorized operations over the whole buffer.
+each ``p.data`` and ``p.grad`` is an alias into it, so ``zero_grad()`` is one fill and
+every update is a handful of vectorized operations over the whole buffer. A drop-in for
+torch.optim, with the same numbers.
 """
 
 from .adam import Adam, AdamW
 from .base import FusedOptimizer
+from .layout import Layout
+from .lion import Lion
+from .muon import Muon
 from .sgd import SGD
 from .sign_sgd import SignSGD
+from .state import State
 
-__version__ = "0.1.0"
-__all__ = ["SGD", "Adam", "AdamW", "SignSGD", "FusedOptimizer", "__version__"]
+__version__ = "0.2.0"
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "SignSGD",
+    "Lion",
+    "Muon",
+    "FusedOptimizer",
+    "Layout",
+    "State",
+    "__version__",
+]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _checks
+from . import _checks, _docs
 from .base import FusedOptimizer, Params
 from .functional import adam_, fused_adam_
+from .rule import Rule
 
 
+@_docs.fill
 class Adam(FusedOptimizer):
     r"""Fused Adam: a drop-in for ``torch.optim.Adam``.
 
@@ -19,18 +21,25 @@ class Adam(FusedOptimizer):
 
     Parameters
     ----------
-    params:
-        Tensors or param-group dicts, as for ``torch.optim.Adam``.
+    {params}
     lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay:
         As in ``torch.optim.Adam``, with the same defaults. ``decoupled_weight_decay=True``
-        is AdamW.
-    foreach, fused, capturable, differentiable:
-        Accepted for compatibility with ``torch.optim.Adam`` and kept in ``param_groups``;
-        ``foreach`` and ``fused`` change nothing (every update here is fused over a flat
-        buffer), ``capturable=True`` and ``differentiable=True`` are not supported.
-    impl:
-        ``"auto"``, ``"reference"`` or ``"fast"``; see :class:`~minioptim.FusedOptimizer`.
+        is AdamW. {tensor_lr} So may each beta.
+    {compat}
+    {impl}
+
+    Examples
+    --------
+    >>> model = torch.nn.Linear(4, 1)
+    >>> optimizer = minioptim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+
+    References
+    ----------
+    Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
+    Reddi, Kale and Kumar, "On the Convergence of Adam and Beyond", ICLR 2018 (AMSGrad).
     """
+
+    rule = Rule(adam_, fast=fused_adam_)
 
     def __init__(
         self,
@@ -66,40 +75,11 @@ class Adam(FusedOptimizer):
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "eps", "weight_decay")
-        betas = group["betas"]
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        for index, beta in enumerate(betas):
-            _checks.unit_interval(group, f"betas[{index}]", beta)
+        _checks.betas(group)
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         names = ("exp_avg", "exp_avg_sq")
         return names + ("max_exp_avg_sq",) if group["amsgrad"] else names
-
-    def update(self, group, param, grad, state, step):
-        adam_(param, grad, *self._moments(state), **self._options(group, step))
-
-    def fast_update(self, group, param, grad, state, step):
-        fused_adam_(param, grad, *self._moments(state), **self._options(group, step))
-
-    @staticmethod
-    def _moments(state: dict) -> tuple:
-        return state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")
-
-    @staticmethod
-    def _options(group: dict[str, Any], step: int) -> dict[str, Any]:
-        beta1, beta2 = group["betas"]
-        return dict(
-            step=step,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            amsgrad=group["amsgrad"],
-            maximize=group["maximize"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-        )
 
 
 class AdamW(Adam):
@@ -108,6 +88,10 @@ class AdamW(Adam):
     The weight decay shrinks the parameters directly, :math:`p \leftarrow p(1-\eta\lambda)`,
     instead of being added to the gradient; the default is ``weight_decay=1e-2``.
     Other parameters are those of :class:`Adam`.
+
+    References
+    ----------
+    Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
     """
 
     def __init__(

@@ -6,22 +6,35 @@ Each param group is split into buckets, one per (device, dtype); each bucket is 
 - which per-parameter state it keeps (:meth:`FusedOptimizer.state_names`), and
 - how to update one bucket (:meth:`FusedOptimizer.update`), written on flat tensors.
 
-Everything else is done here, once for every optimizer: building the buffers, checking the
-views before each step, skipping parameters without a gradient, counting steps,
-``zero_grad``, and ``state_dict`` / ``load_state_dict`` in torch.optim's format.
+Everything else is done here and in the buckets, once for every optimizer: building the
+buffers, checking the aliases before each step, skipping parameters without a gradient,
+counting steps, checking that the update worked in place, ``zero_grad``, and
+``state_dict`` / ``load_state_dict`` in torch.optim's format.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from .flat import FlatBuffer
+from .flat import FlatBuffer, Run
+from .layout import Layout
+from .rule import Rule
+from .state import State, StateSlices, declare
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 IMPLEMENTATIONS = ("auto", "reference", "fast")
+SAVED_STEPS = "minioptim_steps"  # state_dict() key of the step counts, if not in "state"
+
+
+@functools.cache
+def takes_layout(update: Callable) -> bool:
+    """Whether an ``update`` method declares a ``layout`` argument (looked up once)."""
+    return "layout" in inspect.signature(update).parameters
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -42,6 +55,10 @@ class FusedOptimizer(torch.optim.Optimizer):
                 v.mul_(group["beta"]).add_(grad)    # v <- beta v + g
                 param.add_(v, alpha=-group["lr"])   # p <- p - lr v
 
+    A rule that needs the parameters' shapes (Muon, LAMB, per-tensor clipping) adds a
+    ``layout`` argument: ``def update(self, group, param, grad, state, step, layout)``
+    receives a :class:`~minioptim.Layout` of the slice.
+
     Parameters
     ----------
     params:
@@ -57,6 +74,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     """
 
     #: Whether ``state_dict()`` shows a ``"step"`` entry per parameter (Adam does, SGD not).
+    #: Either way ``update`` gets the true step count and checkpoints keep it.
     step_in_state: bool = True
 
     #: The dtypes :meth:`fast_update` is verified for. torch 2.13's fused CPU kernels give
@@ -64,10 +82,21 @@ class FusedOptimizer(torch.optim.Optimizer):
     #: parameters at all), so by default half-precision buckets use :meth:`update`.
     fast_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
 
+    #: A built-in optimizer's update, declared as functions (see :class:`~minioptim.rule.Rule`);
+    #: a subclass may instead override :meth:`update` (and :meth:`fast_update`).
+    rule: Rule | None = None
+
+    #: ``update`` must change ``param`` in place at every call, or the step raises (it
+    #: catches ``param = param - lr * v``). A rule that deliberately leaves the parameters
+    #: unchanged on some steps (say, it only accumulates statistics) sets this to True.
+    allow_unchanged_params: bool = False
+
     def __init__(self, params: Params, defaults: dict[str, Any], *, impl: str = "auto") -> None:
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
-        has_fast_path = type(self).fast_update is not FusedOptimizer.fast_update
+        has_fast_path = (self.rule is not None and self.rule.fast is not None) or (
+            type(self).fast_update is not FusedOptimizer.fast_update
+        )
         if impl == "fast" and not has_fast_path:
             raise ValueError(f"impl='fast': {type(self).__name__} has no fast path")
         self.impl = "fast" if impl == "fast" or (impl == "auto" and has_fast_path) else "reference"
@@ -81,11 +110,13 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     # -- the extension API ----------------------------------------------------------------
 
-    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
-        """Names of the per-parameter state tensors the update of ``group`` needs.
+    def state_names(self, group: dict[str, Any]) -> tuple[str | State, ...]:
+        """The per-parameter state the update of ``group`` keeps: a tuple of names.
 
-        Each becomes a flat tensor shaped like the bucket, filled with zeros before a
-        parameter's first step, and shows up in ``state_dict()`` per parameter.
+        A name ``"velocity"`` is a tensor shaped like the parameter that holds zeros before
+        the parameter's first update. A :class:`~minioptim.State` sets another initial
+        value or shape: ``State("sum", init=0.1)``, ``State("trust", shape=())`` (one
+        number per parameter). Each shows up in ``state_dict()`` per parameter.
         """
         return ()
 
@@ -99,22 +130,36 @@ class FusedOptimizer(torch.optim.Optimizer):
         grad: torch.Tensor,
         state: dict[str, torch.Tensor],
         step: int,
+        layout: Layout | None = None,
     ) -> None:
         """Update ``param`` in place from ``grad``: the optimizer's rule, on flat tensors.
+
+        Called once per step for each *run* of a bucket: normally the whole bucket (all
+        parameters of one group, device and dtype); parameters without a gradient, or
+        with another step count, form separate runs. So never loop over
+        ``group["params"]`` here: the other parameters get their own call.
 
         Parameters
         ----------
         group:
             The param group: read hyper-parameters here at every step (schedulers change them).
         param, grad:
-            1-d views of the bucket's values and gradients (all parameters, or a run of them).
+            1-d views of the run's values and gradients. Update ``param`` in place
+            (``param.add_(...)``, not ``param = ...``) and return nothing.
         state:
-            The flat state tensors named by :meth:`state_names`, sliced like ``param``.
+            The flat state tensors named by :meth:`state_names`, sliced like ``param``
+            (one entry per parameter for ``State(..., shape=())``). Update them in place;
+            replacing one (``state["v"] = ...``) raises.
         step:
-            The number of this update for these parameters: 1 on the first. Optimizers
-            without state always get 0.
+            The number of this update for these parameters: 1 on the first, whether the
+            optimizer keeps state or not; it survives ``state_dict()`` round trips.
+        layout:
+            Only passed to an ``update`` that declares it: which parameters the slice
+            holds, their offsets and shapes, per-parameter views and reductions.
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement update()")
+        if self.rule is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement update()")
+        self.rule(self.rule.reference, group, param, grad, state, step, layout)
 
     def fast_update(
         self,
@@ -123,9 +168,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         grad: torch.Tensor,
         state: dict[str, torch.Tensor],
         step: int,
+        layout: Layout | None = None,
     ) -> None:
         """Optional faster version of :meth:`update` with the same results (``impl="fast"``)."""
-        raise NotImplementedError
+        if self.rule is None or self.rule.fast is None:
+            raise NotImplementedError(f"{type(self).__name__} has no fast_update()")
+        self.rule(self.rule.fast, group, param, grad, state, step, layout)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -178,6 +226,10 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     # -- stepping ---------------------------------------------------------------------------
 
+    # Dynamo does not trace into step(): it is a handful of fused kernels over flat buffers
+    # already, and its binding check inspects Python objects (p.data, p.grad) that a graph
+    # cannot capture. So torch.compile(optimizer.step) runs this eagerly, same numbers.
+    @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a gradient.
@@ -191,47 +243,67 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        owner = type(self).__name__
         for group, buckets in zip(self.param_groups, self._buckets, strict=True):
-            names = self.state_names(group)
+            specs = declare(self.state_names(group), owner)
             for bucket in buckets:
-                fast = self.impl == "fast" and bucket.dtype in self.fast_dtypes
-                rule = self.fast_update if fast else self.update
-                has_grad = bucket.check_bindings(type(self).__name__)
-                new_state = any(name not in bucket.state for name in names)
-                for first, end, done in bucket.runs(has_grad):
-                    a, b = bucket.offsets[first], bucket.offsets[end]
-                    state = {name: bucket.state_buffer(name)[a:b] for name in names}
-                    if names and done == 0:
-                        for tensor in state.values():
-                            tensor.zero_()
-                    step = done + 1 if names else 0
-                    rule(group, bucket.param[a:b], bucket.grad[a:b], state, step)
-                    if names:
-                        bucket.steps[first:end] += 1
-                        if done == 0 or new_state:
-                            self._publish_state(bucket, range(first, end), names)
+                for run in bucket.runs(bucket.check_bindings(owner)):
+                    state, new = bucket.run_state(specs, run)
+                    self._update_run(group, bucket, run, state)
+                    bucket.finish(run)
+                    if new and (specs or self.step_in_state):
+                        bucket.publish(self.state, specs, run, self.step_in_state)
         return loss
 
-    def _publish_state(self, bucket: FlatBuffer, indices: range, names: tuple[str, ...]) -> None:
-        """Make ``self.state[p]`` hold views of the flat state, as torch.optim's state does.
-
-        Called when state is created; views stay up to date by themselves after that.
-        """
-        for i in indices:
-            entry = self.state[bucket.params[i]]
-            if self.step_in_state:
-                entry["step"] = bucket.steps[i]
-            entry.update({name: bucket.slot(bucket.state[name], i) for name in names})
+    def _update_run(
+        self, group: dict[str, Any], bucket: FlatBuffer, run: Run, state: dict[str, Any]
+    ) -> None:
+        """Call the rule on one run, and check that it worked in place."""
+        fast = self.impl == "fast" and bucket.dtype in self.fast_dtypes
+        update = self.fast_update if fast else self.update
+        param = bucket.param[run.start : run.stop]
+        grad = bucket.grad[run.start : run.stop]
+        slices = StateSlices(state, type(self).__name__)
+        extra = {}
+        if takes_layout(getattr(type(self), update.__name__)):
+            extra["layout"] = bucket.layout(run.first, run.end)
+        version = param._version
+        result = update(group, param, grad, slices, run.step, **extra)
+        name = f"{type(self).__name__}.{update.__name__}()"
+        if result is not None:
+            raise TypeError(
+                f"{name} returned a {type(result).__name__}; updates are in place and return "
+                "nothing: write param.add_(...) / param.copy_(...) instead of returning a value"
+            )
+        for key, tensor in state.items():
+            if slices.get(key) is not tensor:
+                raise RuntimeError(
+                    f"{name} replaced state[{key!r}] instead of updating it in place; the "
+                    f"optimizer keeps the original. Write state[{key!r}].mul_(...).add_(...) "
+                    f"or state[{key!r}].copy_(new_value)"
+                )
+        if param._version == version and not self.allow_unchanged_params:
+            raise RuntimeError(
+                f"{name} did not change param in place, so the parameters did not move. "
+                "Write param.add_(update, alpha=-lr), not param = param - lr * update. (A rule "
+                "that leaves the parameters unchanged on purpose sets "
+                "allow_unchanged_params = True.)"
+            )
+        # Autograd's check for tensors modified after being saved for backward, as if the
+        # update had run on each p in place, as torch.optim's does.
+        torch.autograd.graph.increment_version(bucket.params[run.first : run.end])
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Zero every gradient: one fill per bucket.
 
         Unlike ``torch.optim`` (whose default is ``set_to_none=True``), gradients stay
-        allocated, as views of the buffer, with value zero. A parameter that then receives
-        no gradient still gets weight decay and momentum, exactly as in torch.optim with
-        ``zero_grad(set_to_none=False)``; frozen parameters (``requires_grad=False``) keep
-        ``p.grad = None`` and are skipped. Pass ``set_to_none=True`` for torch's behaviour:
-        ``p.grad`` becomes ``None`` and the parameter is skipped until it gets a gradient.
+        allocated, as aliases of the buffer, with value zero. A parameter that then
+        receives no gradient still gets weight decay and momentum, exactly as in
+        torch.optim with ``zero_grad(set_to_none=False)``. Frozen parameters
+        (``requires_grad=False``, also when frozen mid-training) get ``p.grad = None``
+        and are skipped, as with torch.optim's default; unfreezing brings them back.
+        Pass ``set_to_none=True`` for torch's behaviour for every parameter: ``p.grad``
+        becomes ``None`` and the parameter is skipped until it gets a gradient.
         """
         for bucket in self._all_buckets():
             if set_to_none:
@@ -246,7 +318,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         """The flat buffers, read-only: ``buckets[g]`` holds group ``g``'s, one per (device, dtype).
 
         Each :class:`~minioptim.flat.FlatBuffer` shows ``param`` and ``grad`` (the flat
-        tensors), ``params`` (the parameters in buffer order), ``offsets`` and ``state``.
+        tensors), ``params`` (the parameters in buffer order), ``offsets``, ``state``,
+        ``steps`` and ``layout()``.
         """
         return tuple(tuple(buckets) for buckets in self._buckets)
 
@@ -258,18 +331,26 @@ class FusedOptimizer(torch.optim.Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         # torch.optim pickles defaults, state and param_groups; the buckets come along so
         # that copy.deepcopy(optimizer) gives a working optimizer over copied parameters.
-        # Copied state tensors stay views of the copied flat state; copied parameters get
-        # fresh storage, which the binding check re-adopts into the copied buffer at the
-        # first step.
+        # Copied state tensors stay views of the copied flat state; each copied bucket makes
+        # new aliases of its buffers, and its binding check re-adopts the copied parameters
+        # (which have storage of their own) at the first step.
         return {**super().__getstate__(), "impl": self.impl, "_buckets": self._buckets}
 
     def state_dict(self) -> dict[str, Any]:
-        """torch.optim's format; tensors are copies, not views of the live buffers."""
+        """torch.optim's format; tensors are copies, not views of the live buffers.
+
+        An optimizer without a ``"step"`` entry per parameter (``step_in_state = False``)
+        saves its step counts beside ``"state"`` and ``"param_groups"``, under
+        ``"minioptim_steps"`` (parameter index -> count); torch.optim ignores the key.
+        """
         state_dict = super().state_dict()
         state_dict["state"] = {
             index: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
             for index, entry in state_dict["state"].items()
         }
+        if not self.step_in_state:
+            steps = self._steps_by_param()
+            state_dict[SAVED_STEPS] = {i: steps[id(p)] for i, p in enumerate(self._params())}
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -279,35 +360,25 @@ class FusedOptimizer(torch.optim.Optimizer):
         parameter's device and dtype; the values are then copied into the flat state.
         """
         super().load_state_dict(state_dict)
-        for group in self.param_groups:
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
+        owner = type(self).__name__
+        params = self._params()
+        saved = {id(params[int(i)]): s for i, s in state_dict.get(SAVED_STEPS, {}).items()}
         with torch.no_grad():
-            for bucket in self._all_buckets():
-                self._adopt_state(bucket)
+            for group, buckets in zip(self.param_groups, self._buckets, strict=True):
+                for key, value in self.defaults.items():
+                    group.setdefault(key, value)
+                specs = declare(self.state_names(group), owner)
+                for bucket in buckets:
+                    steps = [saved.get(id(p)) for p in bucket.params]
+                    bucket.adopt(self.state, specs, self.step_in_state, steps)
 
-    def _adopt_state(self, bucket: FlatBuffer) -> None:
-        for i, p in enumerate(bucket.params):
-            entry = self.state.get(p)
-            tensors = {
-                k: v
-                for k, v in (entry or {}).items()
-                if k != "step" and isinstance(v, torch.Tensor)
-            }
-            if not tensors and (not entry or "step" not in entry):
-                bucket.steps[i] = 0
-                continue
-            for name, value in tensors.items():
-                if value.shape != p.shape:
-                    raise ValueError(
-                        f"state[{name!r}] of a parameter of shape {tuple(p.shape)} has shape "
-                        f"{tuple(value.shape)}: the state_dict belongs to another model"
-                    )
-                view = bucket.slot(bucket.state_buffer(name), i)
-                view.copy_(value)
-                entry[name] = view
-            bucket.steps[i] = float(entry["step"]) if "step" in entry else 1.0
-            if self.step_in_state:
-                entry["step"] = bucket.steps[i]
-            else:
-                entry.pop("step", None)
+    def _params(self) -> list[torch.Tensor]:
+        """Every parameter, in the order state_dict() numbers them."""
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def _steps_by_param(self) -> dict[int, float]:
+        return {
+            id(p): float(step)
+            for bucket in self._all_buckets()
+            for p, step in zip(bucket.params, bucket.steps, strict=True)
+        }

@@ -2,34 +2,82 @@
 
 A bucket is the set of parameters of one param group that share a device and a dtype.
 Its values live in one 1-d tensor ``param`` and its gradients in one 1-d tensor ``grad``;
-every parameter's ``p.data`` and ``p.grad`` is a view of a slice of them::
+every parameter's ``p.data`` and ``p.grad`` is an alias of a slice of them::
 
     param:  [ p0 p0 p0 p0 | p1 p1 | p2 p2 p2 ... ]
     grad:   [ g0 g0 g0 g0 | g1 g1 | g2 g2 g2 ... ]
               offsets[0]    offsets[1]  ...
 
 So an update written on ``param`` and ``grad`` updates every parameter at once, and
-``grad.zero_()`` zeroes every gradient with one fill.
+``grad.zero_()`` zeroes every gradient with one fill. Same-shaped parameters sit next to
+each other (the buffer is ordered by shape, in order of first appearance), so a rule can
+see them as one batched tensor without a copy (:meth:`minioptim.Layout.by_shape`).
 
-The views are only as good as the code around them: ``model.zero_grad()`` sets gradients
+Each alias has a storage object of its own that points into the buffer's memory
+(:func:`alias`). To serializers (safetensors, ``torch.save``, accelerate) the parameters
+therefore look like the independent tensors they are in a model without minioptim.
+
+The aliases are only as good as the code around them: ``model.zero_grad()`` sets gradients
 to ``None``, DDP and user code assign ``p.grad``, ``model.double()`` replaces ``p.data``.
 :meth:`FlatBuffer.check_bindings` runs before every update, finds such changes with pointer
 comparisons, and repairs them, or raises when a parameter can no longer live in the buffer.
+
+The bucket also owns its optimizer state: flat tensors declared by the rule
+(:class:`~minioptim.State`), filled with their initial value before a parameter's first
+update, one step counter per parameter, and the adoption of a loaded ``state_dict``.
 """
 
 from __future__ import annotations
 
 import itertools
 import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from .layout import Layout
+from .state import State
+
 GRAD = operator.attrgetter("grad")  # p.grad for each p in map(GRAD, params), at C speed
+REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
 def scalar_dtype() -> torch.dtype:
     """The dtype torch.optim uses for its ``step`` counters."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def alias(view: torch.Tensor) -> torch.Tensor:
+    """A tensor with a storage object of its own over the memory of ``view``.
+
+    A plain view shares its base's storage, so every parameter of a bucket would share
+    one storage, and serializers that look at storages (safetensors, accelerate) would
+    take them for tied weights and keep one. ``torch.from_dlpack`` wraps the same memory
+    in a new storage that starts at the view's first element and is exactly as large;
+    it holds a reference to the view, so the buffer lives as long as the alias. Where a
+    backend has no DLPack support the plain view is kept.
+    """
+    try:
+        return torch.from_dlpack(view)
+    except (RuntimeError, BufferError, TypeError):
+        return view
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive parameters ``first .. end - 1`` of a bucket, updated with one call.
+
+    ``start:stop`` is their slice of the flat buffers and ``step`` the number of this
+    update for each of them (1 on the first).
+    """
+
+    first: int
+    end: int
+    start: int
+    stop: int
+    step: int
 
 
 class FlatBuffer:
@@ -39,32 +87,58 @@ class FlatBuffer:
     ----------
     params:
         Parameters of one device and one dtype. Their current values (and gradients, if
-        any) are copied into the buffer; from then on ``p.data`` and ``p.grad`` are views.
+        any) are copied into the buffer; from then on ``p.data`` and ``p.grad`` alias it.
+        The buffer orders them by shape; :attr:`params` lists them in buffer order.
     """
 
     def __init__(self, params: list[torch.Tensor]) -> None:
-        self.params = params
+        first_seen: dict[torch.Size, int] = {}
+        for i, p in enumerate(params):
+            first_seen.setdefault(p.shape, i)
+        self.params = sorted(params, key=lambda p: first_seen[p.shape])
         self.device = params[0].device
         self.dtype = params[0].dtype
-        self.offsets = [0, *itertools.accumulate(p.numel() for p in params)]
+        self.offsets = [0, *itertools.accumulate(p.numel() for p in self.params)]
         size = self.offsets[-1]
         self.param = torch.empty(size, dtype=self.dtype, device=self.device)
         self.grad = torch.zeros(size, dtype=self.dtype, device=self.device)
-        self.param_views = [self.slot(self.param, i) for i in range(len(params))]
-        self.grad_views = [self.slot(self.grad, i) for i in range(len(params))]
-        for p, value, grad in zip(params, self.param_views, self.grad_views, strict=True):
-            value.copy_(p.detach())
+        for i, p in enumerate(self.params):
+            self.slot(self.param, i).copy_(p.detach())
             if p.grad is not None:
-                grad.copy_(p.grad)
+                self.slot(self.grad, i).copy_(p.grad)
+        self._bind()
+        for p, value, grad in zip(self.params, self.param_views, self.grad_views, strict=True):
             p.data = value
-            if self.wants_grad(p):
+            if p.requires_grad or p.grad is not None:
                 p.grad = grad
-        self.data_ptrs = [p.data_ptr() for p in params]
-        # Optimizer state: flat tensors shaped like `param`, created on first use, and how
-        # many updates each parameter's state has seen (0: no state yet). Like torch.optim,
-        # the counters are float tensors on the CPU; state['step'] entries are views of them.
+        self.data_ptrs = [p.data_ptr() for p in self.params]
+        # Optimizer state: flat tensors, created on first use, and how many updates each
+        # parameter has seen. Like torch.optim, the counters are float tensors on the CPU;
+        # state['step'] entries are views of them.
         self.state: dict[str, torch.Tensor] = {}
-        self.steps = torch.zeros(len(params), dtype=scalar_dtype())
+        self.state_offsets: dict[str, list[int]] = {}
+        self.state_shapes: dict[str, list[torch.Size]] = {}
+        self.steps = torch.zeros(len(self.params), dtype=scalar_dtype())
+
+    def _bind(self) -> None:
+        """Make the aliases that ``p.data`` and ``p.grad`` will be."""
+        n = len(self.params)
+        self.param_views = [alias(self.slot(self.param, i)) for i in range(n)]
+        self.grad_views = [alias(self.slot(self.grad, i)) for i in range(n)]
+        self._layouts: dict[tuple[int, int], Layout] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copy.deepcopy / pickle: the aliases are made anew over the copied buffers, and
+        # the copied parameters (fresh storage) are re-adopted by the next binding check.
+        state = self.__dict__.copy()
+        for name in ("param_views", "grad_views", "_layouts"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._bind()
+        self.data_ptrs = [view.data_ptr() for view in self.param_views]
 
     def __len__(self) -> int:
         return len(self.params)
@@ -73,16 +147,20 @@ class FlatBuffer:
         """The slice of a flat tensor that belongs to parameter ``i``, shaped like it."""
         return flat[self.offsets[i] : self.offsets[i + 1]].view(self.params[i].shape)
 
-    def state_buffer(self, name: str) -> torch.Tensor:
-        """The flat state tensor ``name``, created filled with zeros on first use."""
-        if name not in self.state:
-            self.state[name] = torch.zeros_like(self.param)
-        return self.state[name]
+    def layout(self, first: int = 0, end: int | None = None) -> Layout:
+        """The :class:`~minioptim.Layout` of parameters ``first .. end - 1`` (cached)."""
+        end = len(self) if end is None else end
+        key = (first, end)
+        if key not in self._layouts:
+            start = self.offsets[first]
+            offsets = [offset - start for offset in self.offsets[first : end + 1]]
+            self._layouts[key] = Layout(self.params[first:end], offsets, self.device)
+        return self._layouts[key]
 
     # -- the binding check --------------------------------------------------------------
 
     def check_bindings(self, owner: str) -> list[bool]:
-        """Make every ``p.data`` and ``p.grad`` a view of the buffer again.
+        """Make every ``p.data`` and ``p.grad`` an alias of the buffer again.
 
         Returns, for each parameter, whether it has a gradient this step.
 
@@ -90,11 +168,14 @@ class FlatBuffer:
           ``p.data`` or swap the tensor): the new values are copied in and ``p.data``
           re-bound, if device, dtype and shape still fit; otherwise a ``RuntimeError``
           (never train an orphaned buffer).
-        - ``p.grad`` is a tensor but not our view (``model.zero_grad()`` then ``backward``,
+        - ``p.grad`` is a tensor but not our alias (``model.zero_grad()`` then ``backward``,
           DDP, ``p.grad = ...``): its values are copied into the slot and ``p.grad`` re-bound.
         - ``p.grad is None``: the parameter is skipped this step, as in torch.optim.
+        - frozen since the last ``zero_grad`` (``requires_grad=False``, ``p.grad`` still
+          our alias): ``p.grad`` becomes ``None`` and the parameter is skipped, as it would
+          be in torch.optim, whose ``zero_grad`` sets gradients to ``None``.
 
-        When nothing changed this costs one pointer comparison per parameter.
+        When nothing changed this costs two pointer comparisons per parameter.
         """
         params = self.params
         if list(map(torch.Tensor.data_ptr, params)) != self.data_ptrs:
@@ -102,40 +183,41 @@ class FlatBuffer:
                 if p.data_ptr() != self.data_ptrs[i]:
                     self._readopt_data(i, owner)
         grads = list(map(GRAD, params))
-        if all(map(operator.is_, grads, self.grad_views)):
+        if all(map(operator.is_, grads, self.grad_views)) and all(map(REQUIRES_GRAD, params)):
             return [True] * len(params)
-        has_grad = []
+        stale, fresh, has_grad = [], [], []
         for p, grad, view in zip(params, grads, self.grad_views, strict=True):
-            if grad is not None and grad is not view:
+            if grad is view and not p.requires_grad:
+                p.grad = grad = None
+            elif grad is not None and grad is not view:
                 if grad.is_sparse:
                     raise RuntimeError(f"{owner} does not support sparse gradients")
-                view.copy_(grad)
+                stale.append(view)
+                fresh.append(grad)
                 p.grad = view
             has_grad.append(grad is not None)
+        if fresh:
+            torch._foreach_copy_(stale, fresh)  # one call for every foreign gradient
         return has_grad
 
     def bind_grads(self) -> None:
-        """Point every ``p.grad`` at its slot (after the slots were zeroed)."""
-        for p, view in zip(self.params, self.grad_views, strict=True):
-            if p.grad is not view and self.wants_grad(p):
-                p.grad = view
+        """After the slots were zeroed: ``p.grad`` is the alias, or ``None`` if ``p`` is frozen.
 
-    @staticmethod
-    def wants_grad(p: torch.Tensor) -> bool:
-        """Whether ``p.grad`` should be a view of the buffer: unless ``p`` is frozen.
-
-        A frozen parameter (``requires_grad=False``, with no gradient assigned) keeps
-        ``p.grad = None``, so the optimizer skips it, as torch.optim does, instead of
-        applying weight decay or momentum to it.
+        A frozen parameter (``requires_grad=False``) gets ``p.grad = None``, so the
+        optimizer skips it, as torch.optim does, instead of applying weight decay or
+        momentum to it; unfrozen, it gets its alias back and rejoins the fused update.
         """
-        return p.requires_grad or p.grad is not None
+        for p, view in zip(self.params, self.grad_views, strict=True):
+            wanted = view if p.requires_grad else None
+            if p.grad is not wanted:
+                p.grad = wanted
 
     def _readopt_data(self, i: int, owner: str) -> None:
         p, view = self.params[i], self.param_views[i]
         data = p.data
         if (data.device, data.dtype, data.shape) != (self.device, self.dtype, view.shape):
             raise RuntimeError(
-                f"{owner}: parameter {i} of a group is now a {data.dtype} tensor of shape "
+                f"{owner}: a parameter of a group is now a {data.dtype} tensor of shape "
                 f"{tuple(data.shape)} on {data.device}, but the optimizer holds it as "
                 f"{self.dtype} of shape {tuple(view.shape)} on {self.device}. The model was "
                 "moved, cast or resized after the optimizer was created. Create the optimizer "
@@ -148,26 +230,119 @@ class FlatBuffer:
 
     # -- which slices to update -----------------------------------------------------------
 
-    def runs(self, has_grad: list[bool]) -> list[tuple[int, int, int]]:
-        """Split the bucket into runs ``(first, end, step)`` to update with one call each.
+    def runs(self, has_grad: list[bool]) -> list[Run]:
+        """Split the bucket into runs to update with one call each.
 
-        A run is a maximal range of consecutive parameters that have a gradient and whose
-        state has seen the same number of ``step`` updates. Normally that is the whole
-        bucket: one run. Parameters without a gradient are left out (torch.optim skips
-        them), and parameters that skipped steps keep their own step count, so Adam's bias
+        A run is a maximal range of consecutive parameters that have a gradient and have
+        seen the same number of updates. Normally that is the whole bucket: one run.
+        Parameters without a gradient are left out (torch.optim skips them), and
+        parameters that skipped steps keep their own step count, so Adam's bias
         correction stays exact per parameter.
         """
         low, high = torch.aminmax(self.steps)
         if low == high and all(has_grad):
-            return [(0, len(self), int(low))]
+            return [self._run(0, len(self), int(low) + 1)]
         steps = self.steps.tolist()
         runs = []
         first = 0
-        for key, group in itertools.groupby(
+        for (grad, done), group in itertools.groupby(
             range(len(steps)), key=lambda i: (has_grad[i], steps[i])
         ):
             end = first + sum(1 for _ in group)
-            if key[0]:
-                runs.append((first, end, int(key[1])))
+            if grad:
+                runs.append(self._run(first, end, int(done) + 1))
             first = end
         return runs
+
+    def _run(self, first: int, end: int, step: int) -> Run:
+        return Run(first, end, self.offsets[first], self.offsets[end], step)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state_buffer(self, spec: State) -> torch.Tensor:
+        """The flat state tensor of ``spec``, created (filled with its init) on first use."""
+        if spec.name not in self.state:
+            shapes = [spec.shape_for(p.shape) for p in self.params]
+            offsets = [0, *itertools.accumulate(shape.numel() for shape in shapes)]
+            self.state_shapes[spec.name] = shapes
+            self.state_offsets[spec.name] = offsets
+            self.state[spec.name] = torch.full(
+                (offsets[-1],), spec.init, dtype=self.dtype, device=self.device
+            )
+        return self.state[spec.name]
+
+    def state_slot(self, name: str, i: int) -> torch.Tensor:
+        """Parameter ``i``'s part of the flat state ``name``, in its declared shape."""
+        offsets = self.state_offsets[name]
+        return self.state[name][offsets[i] : offsets[i + 1]].view(self.state_shapes[name][i])
+
+    def run_state(self, specs: Sequence[State], run: Run) -> tuple[dict[str, torch.Tensor], bool]:
+        """The flat state slices of a run, and whether any of them is new.
+
+        Before a parameter's first update its state is (re)set to each spec's ``init``.
+        """
+        state, new = {}, False
+        for spec in specs:
+            new = new or spec.name not in self.state
+            flat = self.state_buffer(spec)
+            offsets = self.state_offsets[spec.name]
+            state[spec.name] = piece = flat[offsets[run.first] : offsets[run.end]]
+            if run.step == 1:
+                piece.fill_(spec.init)
+        return state, new or run.step == 1
+
+    def finish(self, run: Run) -> None:
+        """Count the update of a run."""
+        self.steps[run.first : run.end] += 1
+
+    def publish(self, entries: dict, specs: Sequence[State], run: Run, with_step: bool) -> None:
+        """Make ``entries[p]`` (the optimizer's ``state[p]``) hold views of the flat state."""
+        for i in range(run.first, run.end):
+            entry = entries[self.params[i]]
+            if with_step:
+                entry["step"] = self.steps[i]
+            entry.update({spec.name: self.state_slot(spec.name, i) for spec in specs})
+
+    def adopt(
+        self,
+        entries: dict,
+        specs: Sequence[State],
+        with_step: bool,
+        saved_steps: Iterable[float | None],
+    ) -> None:
+        """Copy a loaded state (``entries[p]``, torch.optim's format) into the flat state.
+
+        A parameter's step count comes from its ``"step"`` entry, else from
+        ``saved_steps`` (minioptim's own checkpoints of optimizers without a ``"step"``
+        entry), else it is 1 if it has state (a torch.optim checkpoint) and 0 if not.
+        """
+        declared = {spec.name: spec for spec in specs}
+        for i, (p, saved) in enumerate(zip(self.params, saved_steps, strict=True)):
+            entry = entries.get(p)
+            if not entry:
+                self.steps[i] = 0 if saved is None else saved
+                continue
+            tensors = {k: v for k, v in entry.items() if k in declared and v is not None}
+            for name, value in tensors.items():
+                spec = declared[name]
+                self.state_buffer(spec)
+                view = self.state_slot(name, i)
+                if value.shape != view.shape:
+                    raise ValueError(
+                        f"state[{name!r}] of a parameter of shape {tuple(p.shape)} has shape "
+                        f"{tuple(value.shape)}, but this optimizer keeps it with shape "
+                        f"{tuple(view.shape)}: the state_dict belongs to another model, or "
+                        "to an optimizer that declares this state differently"
+                    )
+                view.copy_(value)
+                entry[name] = view
+            if "step" in entry:
+                self.steps[i] = float(entry["step"])
+            elif saved is not None:
+                self.steps[i] = saved
+            else:
+                self.steps[i] = 1.0 if tensors else 0.0
+            if with_step:
+                entry["step"] = self.steps[i]
+            else:
+                entry.pop("step", None)

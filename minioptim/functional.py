@@ -10,7 +10,11 @@ The *fast* path (``fused_*``) computes the same rule with fewer passes over memo
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from .layout import Layout
 
 #: Elements per block in the blocked fast paths: big enough to amortise Python overhead,
 #: small enough that a block's temporaries stay in the CPU's cache (1 MiB of float32).
@@ -22,15 +26,15 @@ BLOCK = 1 << 18
 def sgd_(
     param: torch.Tensor,
     grad: torch.Tensor,
-    momentum_buffer: torch.Tensor | None,
+    momentum_buffer: torch.Tensor | None = None,
     *,
+    step: int,
     lr: float,
     momentum: float,
     dampening: float,
     weight_decay: float,
     nesterov: bool,
     maximize: bool,
-    first_step: bool,
 ) -> None:
     r"""Stochastic gradient descent with momentum, as ``torch.optim.SGD``.
 
@@ -38,21 +42,22 @@ def sgd_(
 
         g &\leftarrow -g \quad\text{if maximize} \\
         g &\leftarrow g + \lambda\, p \\
-        b &\leftarrow \begin{cases} g & \text{first step} \\
+        b &\leftarrow \begin{cases} g & t = 1 \\
                                     \mu\, b + (1 - \tau)\, g & \text{after} \end{cases} \\
         g &\leftarrow \begin{cases} g + \mu\, b & \text{nesterov} \\
                                     b & \text{otherwise} \end{cases} \\
         p &\leftarrow p - \eta\, g
 
     with learning rate :math:`\eta`, momentum :math:`\mu`, dampening :math:`\tau` and
-    weight decay :math:`\lambda`. Without momentum, ``momentum_buffer`` may be ``None``.
+    weight decay :math:`\lambda`, at step :math:`t` (``step``, 1 on the first update).
+    Without momentum, ``momentum_buffer`` may be ``None``.
     """
     if maximize:
         grad = -grad
     if weight_decay != 0:
         grad = grad.add(param, alpha=weight_decay)
     if momentum != 0:
-        if first_step:
+        if step == 1:
             momentum_buffer.copy_(grad)
         else:
             momentum_buffer.mul_(momentum).add_(grad, alpha=1 - dampening)
@@ -65,12 +70,11 @@ def adam_(
     grad: torch.Tensor,
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
-    max_exp_avg_sq: torch.Tensor | None,
+    max_exp_avg_sq: torch.Tensor | None = None,
     *,
     step: int,
     lr: float,
-    beta1: float,
-    beta2: float,
+    betas: tuple[float, float],
     eps: float,
     weight_decay: float,
     amsgrad: bool,
@@ -90,8 +94,11 @@ def adam_(
         p &\leftarrow p - \frac{\eta}{1 - \beta_1^t}\,
               \frac{m}{\sqrt{\hat v} / \sqrt{1 - \beta_2^t} + \epsilon}
 
-    where :math:`t` is ``step`` (1 on the first update) and :math:`m, v` start at zero.
+    where :math:`t` is ``step`` (1 on the first update), ``betas`` is
+    :math:`(\beta_1, \beta_2)` and :math:`m, v` start at zero. ``lr`` and the betas may be
+    0-d tensors, as in torch.optim.
     """
+    beta1, beta2 = betas
     if maximize:
         grad = -grad
     if weight_decay != 0:
@@ -99,7 +106,12 @@ def adam_(
             param.mul_(1 - lr * weight_decay)
         else:
             grad = grad.add(param, alpha=weight_decay)
-    exp_avg.lerp_(grad, 1 - beta1)
+    # torch.optim moves a tensor beta1 to the parameter's device and dtype for this one
+    # operation (the bias correction below uses it as given); so do we, for equal numbers.
+    if isinstance(beta1, torch.Tensor):
+        exp_avg.lerp_(grad, 1 - beta1.to(param.device, param.dtype))
+    else:
+        exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     bias_correction1 = 1 - beta1**step
     bias_correction2_sqrt = (1 - beta2**step) ** 0.5
@@ -115,7 +127,7 @@ def adam_(
 def sign_sgd_(
     param: torch.Tensor,
     grad: torch.Tensor,
-    momentum_buffer: torch.Tensor | None,
+    momentum_buffer: torch.Tensor | None = None,
     *,
     lr: float,
     momentum: float,
@@ -146,18 +158,147 @@ def sign_sgd_(
     param.add_(torch.sign(direction), alpha=-lr)
 
 
+def lion_(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    weight_decay: float,
+    maximize: bool,
+) -> None:
+    r"""Lion (Chen et al., 2023): the sign of an interpolation, and a slower momentum.
+
+    .. math::
+
+        g &\leftarrow -g \quad\text{if maximize} \\
+        c &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        p &\leftarrow p\,(1 - \eta\lambda) - \eta\, \operatorname{sign}(c) \\
+        m &\leftarrow \beta_2 m + (1 - \beta_2)\, g
+
+    with :math:`m_0 = 0`. With :math:`\beta_1 = \beta_2` this is Signum with decoupled
+    weight decay; Lion's default :math:`\beta_1 = 0.9 < \beta_2 = 0.99` lets the current
+    gradient weigh more in the step than in the momentum it keeps.
+    """
+    beta1, beta2 = betas
+    if maximize:
+        grad = -grad
+    direction = torch.lerp(exp_avg, grad, 1 - beta1).sign_()
+    if weight_decay != 0:
+        param.mul_(1 - lr * weight_decay)
+    param.add_(direction, alpha=-lr)
+    exp_avg.lerp_(grad, 1 - beta2)
+
+
+def newton_schulz(
+    matrices: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+) -> torch.Tensor:
+    r"""Orthogonalize a matrix, or a batch of them, with the quintic Newton–Schulz iteration.
+
+    .. math::
+
+        X_0 = G / \max(\lVert G \rVert_F, \epsilon), \qquad
+        A = X_k X_k^\top, \qquad
+        X_{k+1} = a X_k + (b A + c A^2)\, X_k
+
+    in bfloat16, on the wide orientation (rows <= columns). Each step maps every singular
+    value :math:`\sigma` of :math:`X` to :math:`a\sigma + b\sigma^3 + c\sigma^5`; the
+    default coefficients push all of them towards 1 (to roughly 0.7–1.2, not exactly 1),
+    so the result is close to :math:`UV^\top` for :math:`G = U\Sigma V^\top`. The same
+    operations as ``torch.optim.Muon``'s, batched over a leading dimension.
+    """
+    a, b, c = coefficients
+    x = matrices.bfloat16()
+    tall = x.size(-2) > x.size(-1)
+    if tall:
+        x = x.mT
+    if x.dim() == 2:
+        x = x.div(x.norm().clamp(min=eps))
+        addmm = torch.addmm
+    else:  # a batch: the same operations, one kernel each for all matrices
+        x = x.div(torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True).clamp(min=eps))
+        addmm = torch.baddbmm
+    for _ in range(steps):
+        gram = x @ x.mT
+        poly = addmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
+        x = addmm(x, poly, x, beta=a)  # a X + (b A + c A^2) X
+    return x.mT if tall else x
+
+
+def muon_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
+    r"""Muon's per-matrix learning rate for a matrix of shape :math:`A \times B`.
+
+    ``None``/``"original"``: :math:`\eta \sqrt{\max(1, A/B)}` (Jordan et al.);
+    ``"match_rms_adamw"``: :math:`0.2\, \eta \sqrt{\max(A, B)}` (Liu et al., 2025), which
+    gives updates the RMS of AdamW's so AdamW's learning rate and weight decay carry over.
+    """
+    rows, cols = shape[-2:]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return lr * math.sqrt(max(1, rows / cols))
+    return lr * 0.2 * math.sqrt(max(rows, cols))
+
+
+def muon_(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    momentum_buffer: torch.Tensor,
+    *,
+    layout: Layout,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    nesterov: bool,
+    ns_coefficients: tuple[float, float, float],
+    eps: float,
+    ns_steps: int,
+    adjust_lr_fn: str | None,
+) -> None:
+    r"""Muon, as ``torch.optim.Muon``: orthogonalized momentum for weight matrices.
+
+    .. math::
+
+        B &\leftarrow \mu B + (1 - \mu)\, g \\
+        U &\leftarrow \begin{cases} (1 - \mu)\, g + \mu B & \text{nesterov} \\
+                                    B & \text{otherwise} \end{cases} \\
+        p &\leftarrow p\,(1 - \eta\lambda) - \eta_{A \times B}\, \mathrm{NS}(U)
+
+    per matrix, with :func:`newton_schulz` and :func:`muon_lr`. The momentum runs on the
+    whole flat slice; the orthogonalization needs each matrix's shape, so it loops over
+    ``layout`` (the readable reference; :func:`fused_muon_` batches same-shaped matrices).
+    """
+    momentum_buffer.lerp_(grad, 1 - momentum)
+    direction = grad.lerp(momentum_buffer, momentum) if nesterov else momentum_buffer
+    if weight_decay != 0:
+        param.mul_(1 - lr * weight_decay)
+    for p, u in zip(layout.views(param), layout.views(direction), strict=True):
+        orthogonal = newton_schulz(u, ns_coefficients, ns_steps, eps)
+        p.add_(orthogonal, alpha=-muon_lr(lr, adjust_lr_fn, p.shape))
+
+
 # -- fast paths -------------------------------------------------------------------------------
 #
 # On a flat buffer, torch's own fused kernels (the ones behind `fused=True`) run the whole
 # update in one pass over memory: one kernel launch for the bucket instead of one per tensor.
+# They take Python numbers; a tensor hyper-parameter is read once per step.
+
+
+def _numbers(hyper: dict) -> dict:
+    return {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in hyper.items()}
+
+
+def _wrote(param: torch.Tensor) -> None:
+    """Tell autograd that ``param`` changed in place: torch's fused kernels do not bump
+    version counters, unlike every other in-place operation (``param.add_`` does)."""
+    torch.autograd.graph.increment_version(param)
 
 
 def fused_sgd_(
     param: torch.Tensor,
     grad: torch.Tensor,
-    momentum_buffer: torch.Tensor | None,
+    momentum_buffer: torch.Tensor | None = None,
     *,
-    first_step: bool,
+    step: int,
     **hyper: float,
 ) -> None:
     """:func:`sgd_` in one pass, with torch's fused SGD kernel (same arguments)."""
@@ -165,9 +306,10 @@ def fused_sgd_(
         [param],
         [grad],
         [momentum_buffer] if hyper["momentum"] != 0 else [],
-        is_first_step=first_step,
-        **hyper,  # lr, momentum, dampening, weight_decay, nesterov, maximize
+        is_first_step=step == 1,
+        **_numbers(hyper),  # lr, momentum, dampening, weight_decay, nesterov, maximize
     )
+    _wrote(param)
 
 
 def fused_adam_(
@@ -175,14 +317,16 @@ def fused_adam_(
     grad: torch.Tensor,
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
-    max_exp_avg_sq: torch.Tensor | None,
+    max_exp_avg_sq: torch.Tensor | None = None,
     *,
     step: int,
+    betas: tuple[float, float],
     decoupled_weight_decay: bool,
     **hyper: float,
 ) -> None:
     """:func:`adam_` in one pass, with torch's fused Adam/AdamW kernel (same arguments)."""
     kernel = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
+    beta1, beta2 = (float(beta) for beta in betas)
     kernel(
         [param],
         [grad],
@@ -192,14 +336,27 @@ def fused_adam_(
         # torch.full, not torch.tensor: on a GPU it launches a fill instead of copying
         # from host memory, so the step never waits for the device.
         [torch.full((), float(step), device=param.device)],
-        **hyper,  # lr, beta1, beta2, eps, weight_decay, amsgrad, maximize
+        beta1=beta1,
+        beta2=beta2,
+        **_numbers(hyper),  # lr, eps, weight_decay, amsgrad, maximize
     )
+    _wrote(param)
+
+
+def _blocks(flat: torch.Tensor) -> list[slice]:
+    """The blocks a blocked fast path walks: cache-sized on a CPU, the whole slice elsewhere.
+
+    On a GPU each block costs kernel launches and nothing is gained from a cache-sized
+    temporary, so the slice is one block.
+    """
+    size = BLOCK if flat.device.type == "cpu" else max(flat.numel(), 1)
+    return [slice(start, start + size) for start in range(0, flat.numel(), size)]
 
 
 def fused_sign_sgd_(
     param: torch.Tensor,
     grad: torch.Tensor,
-    momentum_buffer: torch.Tensor | None,
+    momentum_buffer: torch.Tensor | None = None,
     **hyper: float,
 ) -> None:
     """:func:`sign_sgd_` block by block, so that ``sign(u)`` never needs a full-size temporary.
@@ -208,7 +365,46 @@ def fused_sign_sgd_(
     keeps each block's temporary in cache and the extra memory to one block. The
     arguments are those of :func:`sign_sgd_`.
     """
-    for start in range(0, param.numel(), BLOCK):
-        block = slice(start, start + BLOCK)
-        buffer = momentum_buffer[block] if hyper["momentum"] != 0 else None
+    for block in _blocks(param):
+        buffer = momentum_buffer[block] if momentum_buffer is not None else None
         sign_sgd_(param[block], grad[block], buffer, **hyper)
+
+
+def fused_lion_(
+    param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, **hyper: float
+) -> None:
+    """:func:`lion_` block by block, like :func:`fused_sign_sgd_` (same arguments)."""
+    for block in _blocks(param):
+        lion_(param[block], grad[block], exp_avg[block], **hyper)
+
+
+def fused_muon_(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    momentum_buffer: torch.Tensor,
+    *,
+    layout: Layout,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    nesterov: bool,
+    ns_coefficients: tuple[float, float, float],
+    eps: float,
+    ns_steps: int,
+    adjust_lr_fn: str | None,
+) -> None:
+    """:func:`muon_` with one batched Newton–Schulz chain per shape (same arguments).
+
+    The bucket stores same-shaped matrices next to each other, so ``layout.by_shape``
+    gives each shape's matrices as one ``(k, A, B)`` view: ``k`` matrices cost one
+    ``baddbmm`` chain instead of ``k`` ``addmm`` chains.
+    """
+    momentum_buffer.lerp_(grad, 1 - momentum)
+    direction = grad.lerp(momentum_buffer, momentum) if nesterov else momentum_buffer
+    if weight_decay != 0:
+        param.mul_(1 - lr * weight_decay)
+    params = layout.by_shape(param)
+    directions = layout.by_shape(direction)
+    for (shape, _, p), (_, _, u) in zip(params, directions, strict=True):
+        orthogonal = newton_schulz(u, ns_coefficients, ns_steps, eps)
+        p.add_(orthogonal, alpha=-muon_lr(lr, adjust_lr_fn, shape))

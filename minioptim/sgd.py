@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _checks
+from . import _checks, _docs
 from .base import FusedOptimizer, Params
 from .functional import fused_sgd_, sgd_
+from .rule import Rule
 
 
+@_docs.fill
 class SGD(FusedOptimizer):
     r"""Fused stochastic gradient descent: a drop-in for ``torch.optim.SGD``.
 
@@ -18,19 +20,26 @@ class SGD(FusedOptimizer):
 
     Parameters
     ----------
-    params:
-        Tensors or param-group dicts, as for ``torch.optim.SGD``.
+    {params}
     lr, momentum, dampening, weight_decay, nesterov, maximize:
-        As in ``torch.optim.SGD``, with the same defaults.
-    foreach, fused, differentiable:
-        Accepted for compatibility with ``torch.optim.SGD`` and kept in ``param_groups``;
-        ``foreach`` and ``fused`` change nothing (every update here is fused over a flat
-        buffer), ``differentiable=True`` is not supported.
-    impl:
-        ``"auto"``, ``"reference"`` or ``"fast"``; see :class:`~minioptim.FusedOptimizer`.
+        As in ``torch.optim.SGD``, with the same defaults. {tensor_lr}
+    {compat}
+    {impl}
+
+    Examples
+    --------
+    >>> model = torch.nn.Linear(4, 1)
+    >>> optimizer = minioptim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    References
+    ----------
+    Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
+    Sutskever et al., "On the importance of initialization and momentum in deep
+    learning", ICML 2013 (momentum and Nesterov momentum in this form).
     """
 
     step_in_state = False  # torch.optim.SGD keeps only 'momentum_buffer'
+    rule = Rule(sgd_, fast=fused_sgd_)
 
     def __init__(
         self,
@@ -71,21 +80,3 @@ class SGD(FusedOptimizer):
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
-
-    def update(self, group, param, grad, state, step):
-        sgd_(param, grad, state.get("momentum_buffer"), **self._options(group, step))
-
-    def fast_update(self, group, param, grad, state, step):
-        fused_sgd_(param, grad, state.get("momentum_buffer"), **self._options(group, step))
-
-    @staticmethod
-    def _options(group: dict[str, Any], step: int) -> dict[str, Any]:
-        return dict(
-            lr=group["lr"],
-            momentum=group["momentum"],
-            dampening=group["dampening"],
-            weight_decay=group["weight_decay"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-            first_step=step == 1,
-        )

@@ -6,11 +6,13 @@ from typing import Any
 
 import torch
 
-from . import _checks
+from . import _checks, _docs
 from .base import FusedOptimizer, Params
 from .functional import fused_sign_sgd_, sign_sgd_
+from .rule import Rule
 
 
+@_docs.fill
 class SignSGD(FusedOptimizer):
     r"""Fused signSGD, and Signum when ``momentum > 0``.
 
@@ -21,23 +23,32 @@ class SignSGD(FusedOptimizer):
 
     Parameters
     ----------
-    params:
-        Tensors or param-group dicts.
+    {params}
     lr:
-        Learning rate :math:`\eta`: the size of every coordinate's step.
+        Learning rate :math:`\eta`: the size of every coordinate's step. {tensor_lr}
     momentum:
         EMA coefficient :math:`\mu \in [0, 1)`; 0 is signSGD.
     weight_decay:
         Decoupled weight decay :math:`\lambda`: :math:`p \leftarrow p(1-\eta\lambda)`.
     maximize:
         Ascend instead of descend.
-    impl:
-        ``"auto"``, ``"reference"`` or ``"fast"``; see :class:`~minioptim.FusedOptimizer`.
+    {impl}
+
+    Examples
+    --------
+    >>> model = torch.nn.Linear(4, 1)
+    >>> optimizer = minioptim.SignSGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    References
+    ----------
+    Bernstein, Wang, Azizzadenesheli and Anandkumar, "signSGD: Compressed Optimisation
+    for Non-Convex Problems", ICML 2018.
     """
 
     step_in_state = False
     # The fast path is the reference rule run block by block: right for every dtype.
     fast_dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    rule = Rule(sign_sgd_, fast=fused_sign_sgd_)
 
     def __init__(
         self,
@@ -58,18 +69,3 @@ class SignSGD(FusedOptimizer):
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
-
-    def update(self, group, param, grad, state, step):
-        sign_sgd_(param, grad, state.get("momentum_buffer"), **self._options(group))
-
-    def fast_update(self, group, param, grad, state, step):
-        fused_sign_sgd_(param, grad, state.get("momentum_buffer"), **self._options(group))
-
-    @staticmethod
-    def _options(group: dict[str, Any]) -> dict[str, Any]:
-        return dict(
-            lr=group["lr"],
-            momentum=group["momentum"],
-            weight_decay=group["weight_decay"],
-            maximize=group["maximize"],
-        )

@@ -102,7 +102,7 @@ def test_mixed_dtypes_get_one_bucket_each_and_keep_their_dtype(name, impl):
     optimizer = getattr(minioptim, name)(
         [t.clone().requires_grad_() for t in tensors], impl=impl, **options
     )
-    assert [b.dtype for b in optimizer._buckets[0]] == [torch.float32, torch.float64]
+    assert [b.dtype for b in optimizer.buckets[0]] == [torch.float32, torch.float64]
     for p, t in zip(optimizer.param_groups[0]["params"], tensors, strict=True):
         assert p.dtype == t.dtype
     assert_same_trajectory(

@@ -205,7 +205,7 @@ def test_binding_check_repairs_every_view():
     loss_of(model, 1).backward()
     model.trunk.bias.data = model.trunk.bias.detach().clone()
     optimizer.step()
-    bucket = optimizer._buckets[0][0]
+    bucket = optimizer.buckets[0][0]
     for p, value, grad in zip(bucket.params, bucket.param_views, bucket.grad_views, strict=True):
         assert p.data_ptr() == value.data_ptr() and p.grad is grad
 
@@ -241,4 +241,4 @@ def test_unfrozen_parameter_starts_training():
     before = model.trunk.weight.detach().clone()
     optimizer.step()
     assert not torch.equal(model.trunk.weight, before)
-    assert model.trunk.weight.grad.data_ptr() >= optimizer._buckets[0][0].grad.data_ptr()
+    assert model.trunk.weight.grad.data_ptr() >= optimizer.buckets[0][0].grad.data_ptr()

@@ -81,7 +81,7 @@ def test_rejected_param_group_is_not_added():
     optimizer = minioptim.SGD(params(), lr=0.1)
     with pytest.raises(ValueError, match="lr"):
         optimizer.add_param_group({"params": params(), "lr": -1.0})
-    assert len(optimizer.param_groups) == len(optimizer._buckets) == 1
+    assert len(optimizer.param_groups) == len(optimizer.buckets) == 1
 
 
 def test_failed_construction_leaves_parameters_untouched():

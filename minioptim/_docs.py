@@ -1,0 +1,26 @@
+"""Docstring paragraphs shared by the optimizer classes, written once (as torch.optim does)."""
+
+PARAMS = """params:
+        Tensors, ``(name, tensor)`` pairs or param-group dicts, as for ``torch.optim``."""
+
+IMPL = """impl:
+        ``"auto"`` (default; the fast path), ``"reference"`` (the readable rule in
+        :mod:`minioptim.functional`) or ``"fast"``; see :class:`~minioptim.FusedOptimizer`."""
+
+COMPAT = """foreach, fused, capturable, differentiable:
+        Accepted for compatibility with torch.optim and kept in ``param_groups``;
+        ``foreach`` and ``fused`` change nothing (every update here is fused over a flat
+        buffer), ``capturable=True`` and ``differentiable=True`` are not supported."""
+
+TENSOR_LR = """``lr`` may be a Python number or a 1-element tensor, as in torch.optim."""
+
+
+def fill(cls: type) -> type:
+    """Class decorator: put the shared paragraphs into the docstring's ``{params}``,
+    ``{impl}``, ``{compat}`` and ``{tensor_lr}`` (plain replacement: the math keeps its braces)."""
+    shared = {"{params}": PARAMS, "{impl}": IMPL, "{compat}": COMPAT, "{tensor_lr}": TENSOR_LR}
+    doc = cls.__doc__
+    for field, text in shared.items():
+        doc = doc.replace(field, text)
+    cls.__doc__ = doc
+    return cls

@@ -1,0 +1,93 @@
+"""State: how an update rule declares the per-parameter state it keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+Shape = Sequence[int] | Callable[[torch.Size], Sequence[int]] | None
+
+
+@dataclass(frozen=True)
+class State:
+    """One per-parameter state tensor of an update rule.
+
+    ``FusedOptimizer.state_names`` returns these (a plain string ``"velocity"`` means
+    ``State("velocity")``). The bucket keeps each state as one flat tensor; the update
+    sees the slice that belongs to its parameters, and ``state_dict()`` shows it per
+    parameter, in the declared shape.
+
+    Parameters
+    ----------
+    name:
+        The key in the update's ``state`` and in ``state_dict()``.
+    init:
+        The value it holds before a parameter's first update (Adagrad's
+        ``initial_accumulator_value``); default 0.
+    shape:
+        ``None`` (default): the parameter's shape. A tuple: that shape for every parameter,
+        e.g. ``()`` for one number per parameter (then the update sees a 1-d tensor with
+        one entry per parameter, in the order of ``layout.params``). Or a function of the
+        parameter's shape, e.g. ``lambda shape: shape[:1]`` for per-row statistics.
+
+    Examples
+    --------
+    >>> State("sum", init=0.1)
+    State(name='sum', init=0.1, shape=None)
+    """
+
+    name: str
+    init: float = 0.0
+    shape: Shape = None
+
+    def shape_for(self, param_shape: torch.Size) -> torch.Size:
+        """The shape of this state for a parameter of shape ``param_shape``."""
+        if self.shape is None:
+            return param_shape
+        if callable(self.shape):
+            return torch.Size(self.shape(param_shape))
+        return torch.Size(self.shape)
+
+
+def declare(names: Any, owner: str) -> tuple[State, ...]:
+    """Check what ``state_names`` returned and turn every entry into a :class:`State`."""
+    if isinstance(names, str) or not isinstance(names, tuple | list):
+        hint = f"({names!r},)" if isinstance(names, str) else '("exp_avg", "exp_avg_sq")'
+        raise TypeError(
+            f"{owner}.state_names() must return a tuple of names, got "
+            f"{type(names).__name__} {names!r}; write {hint} (a one-name tuple needs the comma)"
+        )
+    specs = tuple(State(n) if isinstance(n, str) else n for n in names)
+    seen = set()
+    for spec in specs:
+        if not isinstance(spec, State):
+            raise TypeError(
+                f"{owner}.state_names(): each entry must be a str or a minioptim.State, "
+                f"got {type(spec).__name__} {spec!r}"
+            )
+        if spec.name == "step" or spec.name in seen:
+            why = "is reserved for the step count" if spec.name == "step" else "appears twice"
+            raise ValueError(f"{owner}.state_names(): the name {spec.name!r} {why}")
+        seen.add(spec.name)
+    return specs
+
+
+class StateSlices(dict):
+    """The ``state`` an update receives: declared names -> flat slices.
+
+    Reading an undeclared name raises a ``KeyError`` that lists the declared ones.
+    """
+
+    def __init__(self, slices: dict[str, torch.Tensor], owner: str) -> None:
+        super().__init__(slices)
+        self.owner = owner
+
+    def __missing__(self, name: str):
+        declared = ", ".join(repr(k) for k in self) or "none"
+        raise KeyError(
+            f"{self.owner} has no state {name!r}; declared: {declared}. "
+            f"Add {name!r} to what state_names() returns to keep it."
+        )
