@@ -35,10 +35,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check minioptim tests examples scripts book
 	$(VENV)/bin/ruff format --check minioptim tests examples scripts book
 
+# the library's tests alone (seconds); the book's tests run with the notebooks
 unit: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore tests/book
 
+# tests/book: the sources (-m static), the built HTML (-m html), headless Chromium
+# (-m browser); then strict nbval on every notebook of _toc.yml
 notebooks: $(STAMP)
+	$(PY) -m pytest tests/book
 	$(PY) -m pytest --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval-sanitize.cfg -p no:cacheprovider \
 		$$($(PY) -m scripts.book list)
