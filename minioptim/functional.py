@@ -236,7 +236,7 @@ def muon_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
     rows, cols = shape[-2:]
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         return lr * math.sqrt(max(1, rows / cols))
-    return lr * 0.2 * math.sqrt(max(rows, cols))
+    return lr * (0.2 * math.sqrt(max(rows, cols)))  # torch.optim's rounding order
 
 
 def muon_(

@@ -32,15 +32,23 @@ def leaf_copies(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     copies = []
     for t in tensors:
         copy = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
-        copies.append(copy.copy_(t).requires_grad_())
+        copies.append(copy.copy_(t.detach()).requires_grad_())
     return copies
 
 
-def set_gradient(param: torch.Tensor, grad: torch.Tensor | None) -> None:
-    """Give ``param`` this gradient the way backward does: in place if it has one."""
+GRADIENT_MODES = ("in_place", "fresh")
+
+
+def set_gradient(param: torch.Tensor, grad: torch.Tensor | None, mode: str = "in_place") -> None:
+    """Give ``param`` this gradient the way backward does.
+
+    ``"in_place"``: into the existing ``p.grad`` if it has one (backward after
+    ``optimizer.zero_grad()``). ``"fresh"``: a new tensor (backward after
+    ``model.zero_grad()`` or ``zero_grad(set_to_none=True)``, DDP, ``p.grad = ...``).
+    """
     if grad is None:
         param.grad = None
-    elif param.grad is None:
+    elif param.grad is None or mode == "fresh":
         param.grad = grad.clone()
     else:
         param.grad.copy_(grad)
@@ -57,6 +65,7 @@ def assert_same_trajectory(
     compare_state: bool = True,
     rtol: float | None = None,
     atol: float | None = None,
+    gradients: str = "in_place",
 ) -> None:
     """Run two optimizers side by side from the same parameters and gradients.
 
@@ -66,20 +75,30 @@ def assert_same_trajectory(
     then their parameters, and optionally their per-parameter state, must agree within
     ``torch.testing.assert_close(rtol=..., atol=...)`` (its dtype-based defaults if None).
 
+    ``gradients="in_place"`` writes each gradient into the existing ``p.grad``;
+    ``gradients="fresh"`` calls ``zero_grad(set_to_none=True)`` on both optimizers and
+    assigns new gradient tensors, as training frameworks that set gradients to ``None``
+    (Hugging Face Trainer, accelerate) and ``model.zero_grad()`` do.
+
     Raises
     ------
     AssertionError
         Naming the step, the parameter and the state entry that differ.
     """
+    if gradients not in GRADIENT_MODES:
+        raise ValueError(f"gradients must be one of {GRADIENT_MODES}, got {gradients!r}")
     ours = leaf_copies(tensors)
     theirs = leaf_copies(tensors)
     optimizer, reference = make_optimizer(ours), make_reference(theirs)
     gen = torch.Generator().manual_seed(seed)
     for step in range(1, steps + 1):
+        if gradients == "fresh":
+            optimizer.zero_grad(set_to_none=True)
+            reference.zero_grad(set_to_none=True)
         for index, (p, q) in enumerate(zip(ours, theirs, strict=True)):
             grad = gradient(step, index, p, gen)
-            set_gradient(p, grad)
-            set_gradient(q, grad)
+            set_gradient(p, grad, gradients)
+            set_gradient(q, grad, gradients)
         optimizer.step()
         reference.step()
         for index, (p, q) in enumerate(zip(ours, theirs, strict=True)):

@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 from conftest import TOLERANCES, make_tensors
+from references import PlainSignSGD
 
 import minioptim
 from minioptim.testing import assert_same_trajectory, random_gradient
@@ -18,28 +19,6 @@ from minioptim.testing import assert_same_trajectory, random_gradient
 DEFINITION_TOLERANCES = {
     dtype: TOLERANCES["fast", dtype] for dtype in (torch.float32, torch.float64)
 }
-
-
-class PlainSignSGD(torch.optim.Optimizer):
-    """The definition, one tensor at a time, written independently of minioptim."""
-
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, maximize=False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, wd=weight_decay, max=maximize))
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            lr, beta = group["lr"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = -p.grad if group["max"] else p.grad
-                u = g
-                if beta > 0:
-                    state = self.state[p]
-                    m = state.get("momentum_buffer", torch.zeros_like(p))
-                    state["momentum_buffer"] = u = beta * m + (1 - beta) * g
-                p.copy_(p * (1 - lr * group["wd"]) - lr * torch.sign(u))
 
 
 OPTIONS = [
