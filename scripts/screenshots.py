@@ -27,9 +27,13 @@ OUT = ROOT / "_build" / "screenshots"
 SIZES = {"laptop": (1280, 900, 1), "phone": (390, 844, 2)}  # width, height, pixel ratio
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # no log of each request
+        pass
+
+
 def serve():
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=HTML_DIR)
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=HTML_DIR)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
