@@ -1,0 +1,414 @@
+"""The extension API as a student uses it: optimizers written with the public API only.
+
+RMSprop and Adagrad (flat rules, an initial accumulator) against torch.optim, including
+checkpoints both ways; LAMB (per-tensor trust ratios through ``layout``) against a
+per-tensor reference; Muon written with ``layout.by_shape`` against torch.optim.Muon; the
+guardrails for typical mistakes; step semantics; what ``Layout`` computes.
+"""
+
+import pytest
+import torch
+from cases import matrices
+from conftest import make_tensors
+from references import PlainLAMB
+
+import minioptim
+from minioptim import FusedOptimizer, State
+from minioptim.functional import muon_lr, newton_schulz
+from minioptim.testing import assert_same_trajectory, leaf_copies
+
+EXACT = dict(rtol=0, atol=0)
+
+
+class RMSprop(FusedOptimizer):
+    """torch.optim.RMSprop, written as a student would."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False):  # fmt: skip
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                        momentum=momentum, centered=centered)  # fmt: skip
+        super().__init__(params, defaults)
+
+    def state_names(self, group):
+        names = ("square_avg",)
+        if group["momentum"] > 0:
+            names += ("momentum_buffer",)
+        if group["centered"]:
+            names += ("grad_avg",)
+        return names
+
+    def update(self, group, param, grad, state, step):
+        if group["weight_decay"] != 0:
+            grad = grad.add(param, alpha=group["weight_decay"])
+        square_avg = state["square_avg"]
+        square_avg.mul_(group["alpha"]).addcmul_(grad, grad, value=1 - group["alpha"])
+        if group["centered"]:
+            grad_avg = state["grad_avg"]
+            grad_avg.lerp_(grad, 1 - group["alpha"])
+            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+        else:
+            avg = square_avg.sqrt()
+        avg = avg.add_(group["eps"])
+        if group["momentum"] > 0:
+            buf = state["momentum_buffer"]
+            buf.mul_(group["momentum"]).addcdiv_(grad, avg)
+            param.add_(buf, alpha=-group["lr"])
+        else:
+            param.addcdiv_(grad, avg, value=-group["lr"])
+
+
+class Adagrad(FusedOptimizer):
+    """torch.optim.Adagrad: the accumulator starts at initial_accumulator_value."""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
+                 initial_accumulator_value=0, eps=1e-10):  # fmt: skip
+        defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, eps=eps)  # fmt: skip
+        super().__init__(params, defaults)
+
+    def state_names(self, group):
+        return (State("sum", init=group["initial_accumulator_value"]),)
+
+    def update(self, group, param, grad, state, step):
+        if group["weight_decay"] != 0:
+            grad = grad.add(param, alpha=group["weight_decay"])
+        clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        state["sum"].addcmul_(grad, grad, value=1)
+        std = state["sum"].sqrt().add_(group["eps"])
+        param.addcdiv_(grad, std, value=-clr)
+
+
+class LAMB(FusedOptimizer):
+    """LAMB with one trust ratio per tensor, kept as a per-parameter scalar state."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def state_names(self, group):
+        return ("exp_avg", "exp_avg_sq", State("trust_ratio", init=1.0, shape=()))
+
+    def update(self, group, param, grad, state, step, layout):
+        beta1, beta2 = group["betas"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.mul_(beta1).add_(grad, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        m_hat, v_hat = m / (1 - beta1**step), v / (1 - beta2**step)
+        r = m_hat / (v_hat.sqrt() + group["eps"]) + group["weight_decay"] * param
+        w_norm, r_norm = layout.norm(param), layout.norm(r)
+        trust = torch.where((w_norm > 0) & (r_norm > 0), w_norm / r_norm, 1.0)
+        state["trust_ratio"].copy_(trust)
+        param.sub_(group["lr"] * layout.expand(trust) * r)
+
+
+class BatchedMuon(FusedOptimizer):
+    """Muon from the public API: one batched Newton–Schulz per shape via layout.by_shape."""
+
+    step_in_state = False
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum))
+
+    def state_names(self, group):
+        return ("momentum_buffer",)
+
+    def update(self, group, param, grad, state, step, layout):
+        lr, mu = group["lr"], group["momentum"]
+        buf = state["momentum_buffer"]
+        buf.lerp_(grad, 1 - mu)
+        direction = grad.lerp(buf, mu)
+        param.mul_(1 - lr * group["weight_decay"])
+        batches = zip(layout.by_shape(param), layout.by_shape(direction), strict=True)
+        for (shape, _, p), (_, _, u) in batches:
+            p.add_(
+                newton_schulz(u, (3.4445, -4.7750, 2.0315), 5, 1e-7),
+                alpha=-muon_lr(lr, None, shape),
+            )
+
+
+RMSPROP_OPTIONS = [
+    dict(),
+    dict(centered=True),
+    dict(momentum=0.9),
+    dict(centered=True, momentum=0.5, weight_decay=0.1),
+]
+
+
+@pytest.mark.parametrize("options", RMSPROP_OPTIONS, ids=str)
+def test_student_rmsprop_matches_torch(options, dtype):
+    assert_same_trajectory(
+        lambda ps: RMSprop(ps, lr=0.01, **options),
+        lambda ps: torch.optim.RMSprop(ps, lr=0.01, foreach=False, **options),
+        make_tensors(dtype),
+        steps=20,
+        **EXACT,
+    )
+
+
+ADAGRAD_OPTIONS = [dict(), dict(initial_accumulator_value=0.5, lr_decay=0.01, weight_decay=0.1)]
+
+
+@pytest.mark.parametrize("options", ADAGRAD_OPTIONS, ids=str)
+def test_student_adagrad_matches_torch(options, dtype):
+    assert_same_trajectory(
+        lambda ps: Adagrad(ps, lr=0.1, **options),
+        lambda ps: torch.optim.Adagrad(ps, lr=0.1, foreach=False, **options),
+        make_tensors(dtype),
+        steps=20,
+        **EXACT,
+    )
+
+
+def train(optimizer, params, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        optimizer.step()
+
+
+@pytest.mark.parametrize("direction", ["torch->student", "student->torch"])
+def test_student_adagrad_checkpoints_load_both_ways(direction):
+    options = dict(lr=0.1, initial_accumulator_value=0.3, lr_decay=0.05)
+    tensors = make_tensors(torch.float64)
+    first, second = (
+        (
+            lambda ps: torch.optim.Adagrad(ps, foreach=False, **options),
+            lambda ps: Adagrad(ps, **options),
+        )
+        if direction == "torch->student"
+        else (
+            lambda ps: Adagrad(ps, **options),
+            lambda ps: torch.optim.Adagrad(ps, foreach=False, **options),
+        )
+    )
+    params = leaf_copies(tensors)
+    source = first(params)
+    train(source, params, 5, seed=1)
+    resumed_params = leaf_copies(params)
+    resumed = second(resumed_params)
+    resumed.load_state_dict(source.state_dict())
+    train(source, params, 5, seed=2)
+    train(resumed, resumed_params, 5, seed=2)
+    for p, q in zip(params, resumed_params, strict=True):
+        torch.testing.assert_close(p, q, **EXACT)
+        assert torch.equal(source.state[p]["sum"], resumed.state[q]["sum"])
+        assert float(source.state[p]["step"]) == float(resumed.state[q]["step"]) == 10
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_student_lamb_matches_a_per_tensor_reference(weight_decay, dtype):
+    """The trust ratios come from layout.norm (index_add_ over segment ids), not a loop,
+    so they round differently from per-tensor norms: agreement to float rounding."""
+    tolerance = (
+        dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-13)
+    )
+    assert_same_trajectory(
+        lambda ps: LAMB(ps, lr=0.01, weight_decay=weight_decay),
+        lambda ps: PlainLAMB(ps, lr=0.01, weight_decay=weight_decay),
+        make_tensors(dtype),
+        steps=20,
+        compare_state=False,  # the student keeps the trust ratio as state, the reference not
+        **tolerance,
+    )
+
+
+def test_a_per_parameter_scalar_state_is_one_number_per_parameter_and_round_trips():
+    params = leaf_copies(make_tensors(torch.float64))
+    optimizer = LAMB(params, lr=0.01)
+    train(optimizer, params, 3, seed=0)
+    saved = optimizer.state_dict()
+    for p, entry in zip(params, saved["state"].values(), strict=True):
+        assert entry["trust_ratio"].shape == ()
+        assert entry["exp_avg"].shape == p.shape
+    restored_params = leaf_copies(params)
+    restored = LAMB(restored_params, lr=0.01)
+    restored.load_state_dict(saved)
+    train(optimizer, params, 3, seed=4)
+    train(restored, restored_params, 3, seed=4)
+    for p, q in zip(params, restored_params, strict=True):
+        assert torch.equal(p, q)
+        assert torch.equal(optimizer.state[p]["trust_ratio"], restored.state[q]["trust_ratio"])
+
+
+def test_student_muon_batched_by_shape_matches_torch():
+    assert_same_trajectory(
+        lambda ps: BatchedMuon(ps, lr=0.02),
+        lambda ps: torch.optim.Muon(ps, lr=0.02),
+        matrices(torch.float32),
+        steps=10,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+# -- guardrails ---------------------------------------------------------------------------
+
+
+def mistake(update, names=("velocity",)):
+    """A momentum optimizer whose update is ``update``."""
+
+    class Student(FusedOptimizer):
+        def __init__(self, params):
+            super().__init__(params, dict(lr=0.1, beta=0.9))
+
+        def state_names(self, group):
+            return names
+
+    Student.update = update
+    return Student
+
+
+def one_step(cls):
+    p = torch.ones(3, requires_grad=True)
+    optimizer = cls([p])
+    p.grad = torch.full((3,), 0.5)
+    optimizer.step()
+    return p
+
+
+def test_state_names_returning_a_string_is_a_type_error():
+    def update(self, group, param, grad, state, step):
+        param.add_(grad)
+
+    with pytest.raises(TypeError, match=r"tuple of names.*\('velocity',\).*comma"):
+        one_step(mistake(update, names="velocity"))
+
+
+def test_reading_an_undeclared_state_lists_the_declared_ones():
+    def update(self, group, param, grad, state, step):
+        state["momentum"].add_(grad)
+
+    with pytest.raises(KeyError, match=r"no state 'momentum'; declared: 'velocity'"):
+        one_step(mistake(update))
+
+
+def test_returning_the_new_parameters_is_an_error():
+    def update(self, group, param, grad, state, step):
+        return param - group["lr"] * grad
+
+    with pytest.raises(TypeError, match="returned a Tensor; updates are in place"):
+        one_step(mistake(update))
+
+
+def test_replacing_a_state_tensor_is_an_error():
+    def update(self, group, param, grad, state, step):
+        state["velocity"] = group["beta"] * state["velocity"] + grad
+        param.add_(state["velocity"], alpha=-group["lr"])
+
+    with pytest.raises(RuntimeError, match=r"replaced state\['velocity'\] instead of updating"):
+        one_step(mistake(update))
+
+
+def test_not_updating_param_in_place_is_an_error():
+    def update(self, group, param, grad, state, step):
+        state["velocity"].mul_(group["beta"]).add_(grad)
+        param = param - group["lr"] * state["velocity"]  # noqa: F841 (the mistake)
+
+    with pytest.raises(RuntimeError, match="did not change param in place"):
+        one_step(mistake(update))
+
+
+def test_a_rule_may_declare_that_it_leaves_params_unchanged():
+    def update(self, group, param, grad, state, step):
+        state["velocity"].add_(grad)  # accumulates only
+
+    cls = mistake(update)
+    cls.allow_unchanged_params = True
+    assert torch.equal(one_step(cls).detach(), torch.ones(3))
+
+
+def test_each_run_gets_one_call():
+    """update runs once per run: a whole bucket normally, separate runs for parameters
+    that skipped steps (a loop over group["params"] inside it would update twice)."""
+    calls = []
+
+    def update(self, group, param, grad, state, step):
+        calls.append((param.numel(), step))
+        param.add_(grad, alpha=-group["lr"])
+
+    cls = mistake(update, names=())
+    params = [torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)]
+    optimizer = cls(params)
+    optimizer.step()
+    params[0].grad = None
+    optimizer.step()
+    optimizer.zero_grad()
+    optimizer.step()
+    assert calls == [(5, 1), (3, 2), (2, 2), (3, 3)]
+
+
+# -- step semantics -----------------------------------------------------------------------
+
+
+class StepDecay(FusedOptimizer):
+    """Stateless: p <- p - lr g / step. Needs the true step count."""
+
+    step_in_state = False
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, dict(lr=lr))
+
+    def update(self, group, param, grad, state, step):
+        self.seen = step
+        param.add_(grad, alpha=-group["lr"] / step)
+
+
+@pytest.mark.parametrize("step_in_state", [True, False])
+def test_step_is_the_true_count_for_stateless_rules_and_survives_checkpoints(step_in_state):
+    cls = type("Decay", (StepDecay,), {"step_in_state": step_in_state})
+    params = leaf_copies(make_tensors(torch.float64))
+    optimizer = cls(params)
+    optimizer.step()
+    assert optimizer.seen == 1
+    train(optimizer, params, 4, seed=0)
+    assert optimizer.seen == 5
+    restored_params = leaf_copies(params)
+    restored = cls(restored_params)
+    restored.load_state_dict(optimizer.state_dict())
+    train(optimizer, params, 3, seed=9)
+    train(restored, restored_params, 3, seed=9)
+    assert restored.seen == optimizer.seen == 8
+    for p, q in zip(params, restored_params, strict=True):
+        assert torch.equal(p, q)
+
+
+# -- the layout -----------------------------------------------------------------------------
+
+
+def test_layout_reductions_match_per_tensor_ones():
+    params = leaf_copies(make_tensors(torch.float64))
+    optimizer = minioptim.SGD(params, lr=0.1)
+    bucket = optimizer.buckets[0][0]
+    layout = bucket.layout()
+    assert all(p is q for p, q in zip(layout.params, bucket.params, strict=True))
+    values = bucket.param
+    expected_sums = torch.stack([p.detach().sum() for p in layout.params])
+    expected_norms = torch.stack([p.detach().norm() for p in layout.params])
+    torch.testing.assert_close(layout.sum(values), expected_sums)
+    torch.testing.assert_close(layout.norm(values), expected_norms)
+    expanded = layout.expand(torch.arange(len(layout), dtype=torch.float64))
+    for i, view in enumerate(layout.views(expanded)):
+        assert view.shape == layout.shapes[i] and torch.all(view == i)
+    for p, view in zip(layout.params, layout.views(values), strict=True):
+        assert torch.equal(p.detach(), view)
+
+
+def test_by_shape_gives_views_of_same_shaped_parameters_without_a_copy():
+    shapes = [(4, 3), (2,), (4, 3), (3, 4), (4, 3), (2,)]
+    params = [torch.randn(*s, requires_grad=True) for s in shapes]
+    optimizer = minioptim.SGD(params, lr=0.1)
+    bucket = optimizer.buckets[0][0]
+    batches = bucket.layout().by_shape(bucket.param)
+    assert [(tuple(shape), len(indices)) for shape, indices, _ in batches] == [
+        ((4, 3), 3),
+        ((2,), 2),
+        ((3, 4), 1),
+    ]
+    shape, indices, batch = batches[0]
+    assert batch.shape == (3, 4, 3)
+    assert batch.untyped_storage().data_ptr() == bucket.param.untyped_storage().data_ptr()
+    with torch.no_grad():
+        batch.zero_()
+    for i in indices:
+        assert torch.all(bucket.layout().params[i] == 0)
+    assert all(torch.any(p != 0) for p in params if p.shape != (4, 3))
