@@ -241,12 +241,9 @@ class LoopSGD(LoopOptimizer):
             "(1 - dampening) g, then step with the new b."
         ),
         "decoupled_weight_decay": (
-            "Weight decay must be coupled, as in torch.optim.SGD: add weight_decay * p "
-            "to the gradient before it enters the buffer, not p *= 1 - lr * weight_decay."
-        ),
-        "weight_decay_after_buffer": (
-            "You add weight_decay * p after the buffer update; torch.optim.SGD adds it "
-            "to the gradient first, g = g + weight_decay * p, so the buffer carries it."
+            "Your weight decay is decoupled (p *= 1 - lr * weight_decay, or "
+            "weight_decay * p added to the step after the buffer), but torch.optim.SGD "
+            "couples it: g = g + weight_decay * p before g enters the buffer."
         ),
         "nesterov_without_momentum_factor": (
             "The Nesterov direction is g + momentum * b (with the updated buffer b), not g + b."
@@ -261,10 +258,9 @@ class LoopSGD(LoopOptimizer):
     def update_one(self, group, p, g, state, t):
         lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
         wd, mistake = group["weight_decay"], self.mistake
-        decay_late = mistake == "weight_decay_after_buffer"
         if wd != 0 and mistake == "decoupled_weight_decay":
             p.mul_(1 - lr * wd)
-        elif wd != 0 and not decay_late:
+        elif wd != 0:
             g = g + wd * p
         if mu == 0:
             d = g
@@ -282,8 +278,6 @@ class LoopSGD(LoopOptimizer):
                 d = g + factor * b
             else:
                 d = b
-        if wd != 0 and decay_late:
-            d = d + wd * p
         p.sub_(lr * d)
 
 

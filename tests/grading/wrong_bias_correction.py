@@ -1,0 +1,16 @@
+"""Assignment 3, wrong: LAMB without bias correction."""
+
+import torch
+from assignment3 import LAMB as Correct
+
+
+class LAMB(Correct):
+    def update(self, group, param, grad, state, step, layout):
+        beta1, beta2 = group["betas"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        r = m / (v.sqrt() + group["eps"]) + group["weight_decay"] * param  # WRONG: m, v
+        w, u = layout.norm(param), layout.norm(r)
+        trust = torch.where((w > 0) & (u > 0), w / u, torch.ones_like(w))
+        param.add_(layout.expand(trust) * r, alpha=-group["lr"])
