@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from .flat import FlatBuffer, Run
+from .flat import DTensor, FlatBuffer, Run
 from .layout import Layout
 from .rule import Rule
+from .sharded import ShardedBuffer
 from .state import State, StateSlices, declare
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
@@ -196,11 +197,13 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"{flag}=True is not supported by minioptim; leave it False")
         self.check_group(group)
         super().add_param_group(group)
-        by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        # One bucket per (device, dtype), and FSDP2's sharded parameters in buckets of their own.
+        by_kind: dict[tuple[torch.device, torch.dtype, type], list[torch.Tensor]] = {}
         for p in self.param_groups[-1]["params"]:
-            by_kind.setdefault((p.device, p.dtype), []).append(p)
+            kind = ShardedBuffer if isinstance(p, DTensor) else FlatBuffer
+            by_kind.setdefault((p.device, p.dtype, kind), []).append(p)
         with torch.no_grad():
-            self._buckets.append([FlatBuffer(ps) for ps in by_kind.values()])
+            self._buckets.append([kind(ps) for (_, _, kind), ps in by_kind.items()])
 
     def _check_params(self, params: list) -> None:
         name = type(self).__name__
@@ -265,7 +268,14 @@ class FusedOptimizer(torch.optim.Optimizer):
         grad = bucket.grad[run.start : run.stop]
         slices = StateSlices(state, type(self).__name__)
         extra = {}
-        if takes_layout(getattr(type(self), update.__name__)):
+        if self._needs_layout(update.__name__):
+            if bucket.sharded:
+                raise RuntimeError(
+                    f"{type(self).__name__}'s update needs whole tensors (it takes a layout), "
+                    "but under FSDP2 this process holds only shards of them. Optimize these "
+                    "parameters without fully_shard, or with an optimizer that works "
+                    "element-wise (SGD, Adam, AdamW, SignSGD, Lion)."
+                )
             extra["layout"] = bucket.layout(run.first, run.end)
         version = param._version
         result = update(group, param, grad, slices, run.step, **extra)
@@ -289,9 +299,14 @@ class FusedOptimizer(torch.optim.Optimizer):
                 "that leaves the parameters unchanged on purpose sets "
                 "allow_unchanged_params = True.)"
             )
-        # Autograd's check for tensors modified after being saved for backward, as if the
-        # update had run on each p in place, as torch.optim's does.
-        torch.autograd.graph.increment_version(bucket.params[run.first : run.end])
+
+    def _needs_layout(self, name: str) -> bool:
+        """Whether ``update`` / ``fast_update`` takes a layout: its own signature says so,
+        or, for a built-in rule (the base class's methods), the rule's function does."""
+        method = getattr(type(self), name)
+        if method is getattr(FusedOptimizer, name):
+            return self.rule is not None and "layout" in self.rule.context
+        return takes_layout(method)
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Zero every gradient: one fill per bucket.
@@ -306,12 +321,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         becomes ``None`` and the parameter is skipped until it gets a gradient.
         """
         for bucket in self._all_buckets():
-            if set_to_none:
-                for p in bucket.params:
-                    p.grad = None
-            else:
-                bucket.grad.zero_()
-                bucket.bind_grads()
+            bucket.zero_grad(set_to_none)
 
     @property
     def buckets(self) -> tuple[tuple[FlatBuffer, ...], ...]:

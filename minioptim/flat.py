@@ -40,8 +40,18 @@ import torch
 from .layout import Layout
 from .state import State
 
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # a build of torch without torch.distributed
+    DTensor = ()  # isinstance(x, ()) is always False
+
 GRAD = operator.attrgetter("grad")  # p.grad for each p in map(GRAD, params), at C speed
 REQUIRES_GRAD = operator.attrgetter("requires_grad")
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's shard of a DTensor (FSDP2's parameters); any other tensor as it is."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def scalar_dtype() -> torch.dtype:
@@ -83,6 +93,8 @@ class Run:
 class FlatBuffer:
     """One contiguous buffer for the values, gradients and state of a list of parameters.
 
+    (:class:`~minioptim.sharded.ShardedBuffer` is the variant for FSDP2's parameters.)
+
     Parameters
     ----------
     params:
@@ -91,27 +103,25 @@ class FlatBuffer:
         The buffer orders them by shape; :attr:`params` lists them in buffer order.
     """
 
+    #: Whether the buffer holds copies of FSDP2 shards rather than the parameters themselves.
+    sharded = False
+
     def __init__(self, params: list[torch.Tensor]) -> None:
         first_seen: dict[torch.Size, int] = {}
         for i, p in enumerate(params):
-            first_seen.setdefault(p.shape, i)
-        self.params = sorted(params, key=lambda p: first_seen[p.shape])
+            first_seen.setdefault(local(p).shape, i)
+        self.params = sorted(params, key=lambda p: first_seen[local(p).shape])
+        self.shapes = [local(p).shape for p in self.params]
         self.device = params[0].device
         self.dtype = params[0].dtype
-        self.offsets = [0, *itertools.accumulate(p.numel() for p in self.params)]
+        self.offsets = [0, *itertools.accumulate(shape.numel() for shape in self.shapes)]
         size = self.offsets[-1]
         self.param = torch.empty(size, dtype=self.dtype, device=self.device)
         self.grad = torch.zeros(size, dtype=self.dtype, device=self.device)
         for i, p in enumerate(self.params):
-            self.slot(self.param, i).copy_(p.detach())
+            self.slot(self.param, i).copy_(local(p).detach())
             if p.grad is not None:
-                self.slot(self.grad, i).copy_(p.grad)
-        self._bind()
-        for p, value, grad in zip(self.params, self.param_views, self.grad_views, strict=True):
-            p.data = value
-            if p.requires_grad or p.grad is not None:
-                p.grad = grad
-        self.data_ptrs = [p.data_ptr() for p in self.params]
+                self.slot(self.grad, i).copy_(local(p.grad))
         # Optimizer state: flat tensors, created on first use, and how many updates each
         # parameter has seen. Like torch.optim, the counters are float tensors on the CPU;
         # state['step'] entries are views of them.
@@ -119,20 +129,31 @@ class FlatBuffer:
         self.state_offsets: dict[str, list[int]] = {}
         self.state_shapes: dict[str, list[torch.Size]] = {}
         self.steps = torch.zeros(len(self.params), dtype=scalar_dtype())
+        self._layouts: dict[tuple[int, int], Layout] = {}
+        self._attach()
+
+    def _attach(self) -> None:
+        """Make every ``p.data`` and ``p.grad`` an alias of its slot."""
+        self._bind()
+        for p, value, grad in zip(self.params, self.param_views, self.grad_views, strict=True):
+            p.data = value
+            if p.requires_grad or p.grad is not None:
+                p.grad = grad
+        self.data_ptrs = [p.data_ptr() for p in self.params]
 
     def _bind(self) -> None:
         """Make the aliases that ``p.data`` and ``p.grad`` will be."""
         n = len(self.params)
         self.param_views = [alias(self.slot(self.param, i)) for i in range(n)]
         self.grad_views = [alias(self.slot(self.grad, i)) for i in range(n)]
-        self._layouts: dict[tuple[int, int], Layout] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # copy.deepcopy / pickle: the aliases are made anew over the copied buffers, and
         # the copied parameters (fresh storage) are re-adopted by the next binding check.
         state = self.__dict__.copy()
-        for name in ("param_views", "grad_views", "_layouts"):
-            del state[name]
+        for name in ("param_views", "grad_views"):
+            state.pop(name, None)
+        state["_layouts"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -145,7 +166,7 @@ class FlatBuffer:
 
     def slot(self, flat: torch.Tensor, i: int) -> torch.Tensor:
         """The slice of a flat tensor that belongs to parameter ``i``, shaped like it."""
-        return flat[self.offsets[i] : self.offsets[i + 1]].view(self.params[i].shape)
+        return flat[self.offsets[i] : self.offsets[i + 1]].view(self.shapes[i])
 
     def layout(self, first: int = 0, end: int | None = None) -> Layout:
         """The :class:`~minioptim.Layout` of parameters ``first .. end - 1`` (cached)."""
@@ -154,7 +175,8 @@ class FlatBuffer:
         if key not in self._layouts:
             start = self.offsets[first]
             offsets = [offset - start for offset in self.offsets[first : end + 1]]
-            self._layouts[key] = Layout(self.params[first:end], offsets, self.device)
+            params, shapes = self.params[first:end], self.shapes[first:end]
+            self._layouts[key] = Layout(params, offsets, self.device, shapes)
         return self._layouts[key]
 
     # -- the binding check --------------------------------------------------------------
@@ -199,6 +221,15 @@ class FlatBuffer:
         if fresh:
             torch._foreach_copy_(stale, fresh)  # one call for every foreign gradient
         return has_grad
+
+    def zero_grad(self, set_to_none: bool) -> None:
+        """Set every gradient to ``None``, or zero them all with one fill (see bind_grads)."""
+        if set_to_none:
+            for p in self.params:
+                p.grad = None
+        else:
+            self.grad.zero_()
+            self.bind_grads()
 
     def bind_grads(self) -> None:
         """After the slots were zeroed: ``p.grad`` is the alias, or ``None`` if ``p`` is frozen.
@@ -262,7 +293,7 @@ class FlatBuffer:
     def state_buffer(self, spec: State) -> torch.Tensor:
         """The flat state tensor of ``spec``, created (filled with its init) on first use."""
         if spec.name not in self.state:
-            shapes = [spec.shape_for(p.shape) for p in self.params]
+            shapes = [spec.shape_for(shape) for shape in self.shapes]
             offsets = [0, *itertools.accumulate(shape.numel() for shape in shapes)]
             self.state_shapes[spec.name] = shapes
             self.state_offsets[spec.name] = offsets
@@ -292,8 +323,15 @@ class FlatBuffer:
         return state, new or run.step == 1
 
     def finish(self, run: Run) -> None:
-        """Count the update of a run."""
+        """Count the update of a run, and tell autograd its parameters changed in place.
+
+        Autograd raises when a tensor saved for backward was modified (say, a step between
+        forward and backward); the update ran on the buffer, so the parameters' own
+        version counters are bumped as if it had run on each ``p`` in place, as
+        torch.optim's does.
+        """
         self.steps[run.first : run.end] += 1
+        torch.autograd.graph.increment_version(self.params[run.first : run.end])
 
     def publish(self, entries: dict, specs: Sequence[State], run: Run, with_step: bool) -> None:
         """Make ``entries[p]`` (the optimizer's ``state[p]``) hold views of the flat state."""
@@ -301,7 +339,11 @@ class FlatBuffer:
             entry = entries[self.params[i]]
             if with_step:
                 entry["step"] = self.steps[i]
-            entry.update({spec.name: self.state_slot(spec.name, i) for spec in specs})
+            entry.update({spec.name: self.state_entry(spec, i) for spec in specs})
+
+    def state_entry(self, spec: State, i: int) -> torch.Tensor:
+        """What ``optimizer.state[p][spec.name]`` shows: a view of the flat state."""
+        return self.state_slot(spec.name, i)
 
     def adopt(
         self,
@@ -324,6 +366,7 @@ class FlatBuffer:
                 continue
             tensors = {k: v for k, v in entry.items() if k in declared and v is not None}
             for name, value in tensors.items():
+                value = local(value)
                 spec = declared[name]
                 self.state_buffer(spec)
                 view = self.state_slot(name, i)

@@ -37,10 +37,14 @@ class Layout:
     """
 
     def __init__(
-        self, params: Sequence[torch.Tensor], offsets: Sequence[int], device: torch.device
+        self,
+        params: Sequence[torch.Tensor],
+        offsets: Sequence[int],
+        device: torch.device,
+        shapes: Sequence[torch.Size] | None = None,
     ) -> None:
         self.params = tuple(params)
-        self.shapes = tuple(p.shape for p in params)
+        self.shapes = tuple(p.shape for p in params) if shapes is None else tuple(shapes)
         self.offsets = tuple(offsets)
         self.device = device
         self._segment_ids: torch.Tensor | None = None
