@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _checks, _docs
-from .base import FusedOptimizer, Params
+from .base import FLOAT_DTYPES, FusedOptimizer, Params
 from .functional import adam_, fused_adam_
 from .rule import Rule
 
@@ -40,6 +40,7 @@ class Adam(FusedOptimizer):
     """
 
     rule = Rule(adam_, fast=fused_adam_)
+    cuda_fast_dtypes = FLOAT_DTYPES
 
     def __init__(
         self,

@@ -29,6 +29,8 @@ from .state import State, StateSlices, declare
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 IMPLEMENTATIONS = ("auto", "reference", "fast")
+#: Every floating-point dtype a parameter can have (for rules that are right in all of them).
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 SAVED_STEPS = "minioptim_steps"  # state_dict() key of the step counts, if not in "state"
 
 
@@ -82,6 +84,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     #: wrong results for float16/bfloat16 (``SGD(fused=True)`` does not move half-precision
     #: parameters at all), so by default half-precision buckets use :meth:`update`.
     fast_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+
+    #: The dtypes :meth:`fast_update` takes on CUDA, if other than :attr:`fast_dtypes`: torch's
+    #: fused kernels update float16/bfloat16 correctly there (computing in float32), so
+    #: SGD and Adam set all four; the CPU bug above is CPU-only.
+    cuda_fast_dtypes: tuple[torch.dtype, ...] | None = None
 
     #: A built-in optimizer's update, declared as functions (see :class:`~minioptim.rule.Rule`);
     #: a subclass may instead override :meth:`update` (and :meth:`fast_update`).
@@ -262,7 +269,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self, group: dict[str, Any], bucket: FlatBuffer, run: Run, state: dict[str, Any]
     ) -> None:
         """Call the rule on one run, and check that it worked in place."""
-        fast = self.impl == "fast" and bucket.dtype in self.fast_dtypes
+        fast = self.impl == "fast" and bucket.dtype in self._fast_dtypes_on(bucket.device)
         update = self.fast_update if fast else self.update
         param = bucket.param[run.start : run.stop]
         grad = bucket.grad[run.start : run.stop]
@@ -299,6 +306,11 @@ class FusedOptimizer(torch.optim.Optimizer):
                 "that leaves the parameters unchanged on purpose sets "
                 "allow_unchanged_params = True.)"
             )
+
+    def _fast_dtypes_on(self, device: torch.device) -> tuple[torch.dtype, ...]:
+        if device.type == "cuda" and self.cuda_fast_dtypes is not None:
+            return self.cuda_fast_dtypes
+        return self.fast_dtypes
 
     def _needs_layout(self, name: str) -> bool:
         """Whether ``update`` / ``fast_update`` takes a layout: its own signature says so,

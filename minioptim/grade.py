@@ -96,7 +96,8 @@ correction and decoupled weight decay inside the trust ratio)::
 
 with Euclidean (Frobenius) norms over each tensor, computed without a Python loop over
 the parameters: the number of tensor operations in one ``update`` must not grow with
-the number of parameters (counted as in lecture 5).
+the number of parameters (counted as in lecture 5). State: ``exp_avg``, ``exp_avg_sq``,
+``trust`` (``State("trust", shape=())``: each tensor's last q_i) and ``step``.
 """
 
 from __future__ import annotations
@@ -193,6 +194,10 @@ class LoopOptimizer(torch.optim.Optimizer):
         """The state a parameter gets before its first update: name -> initial value."""
         return {}
 
+    def new_state(self, group: dict[str, Any], p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A parameter's state before its first update: tensors shaped like ``p``."""
+        return {name: torch.full_like(p, value) for name, value in self.state_init(group).items()}
+
     def update_one(self, group, p, g, state, t) -> None:
         """Update one parameter ``p`` in place from its gradient ``g`` at step ``t``."""
         raise NotImplementedError
@@ -211,8 +216,7 @@ class LoopOptimizer(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    for name, value in self.state_init(group).items():
-                        state[name] = torch.full_like(p, value)
+                    state.update(self.new_state(group, p))
                     if self.step_in_state:
                         state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
                 if self.step_in_state:
@@ -448,6 +452,10 @@ class LoopLAMB(LoopOptimizer):
     def state_init(self, group):
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
 
+    def new_state(self, group, p):
+        # and the last trust ratio: one number per tensor, State("trust", shape=())
+        return {**super().new_state(group, p), "trust": torch.zeros((), dtype=p.dtype)}
+
     def direction(self, group, p, g, state, t) -> torch.Tensor:
         """Update the moments and return r, the Adam direction plus weight decay."""
         (beta1, beta2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
@@ -489,7 +497,8 @@ class LoopLAMB(LoopOptimizer):
         else:
             pairs = zip(params, directions, strict=True)
             ratios = [self.trust_ratio(p.norm(), r.norm()) for p, r in pairs]
-        for p, r, q in zip(params, directions, ratios, strict=True):
+        for (p, _, state, _), r, q in zip(items, directions, ratios, strict=True):
+            state["trust"].copy_(q)
             if self.mistake == "weight_decay_outside_trust":
                 p.sub_(lr * (q * r + wd * p))
             else:
@@ -595,7 +604,8 @@ LAMB_SPEC = Spec(
     name="LAMB",
     reference=LoopLAMB,
     loop=LoopLAMB,
-    state="'exp_avg', 'exp_avg_sq' and 'step'",
+    state="'exp_avg', 'exp_avg_sq', 'trust' (the last trust ratio, one number per "
+    "parameter: State('trust', shape=())) and 'step'",
     step_hint="the bias correction, the weight-decay term in r, and the trust ratio per tensor",
     switches={"weight_decay": 0.0},
     feature_hints={
@@ -729,8 +739,8 @@ class Trajectory:
             name += f"; parameter 0's group: {_format_hyper(self.group0)}"
         return name + ")"
 
-    def compare(self, cls: Callable, other: Callable, hyper: dict | None = None) -> None:
-        """Raise AssertionError (or whatever ``cls`` raises) unless they agree."""
+    def setup(self, cls: Callable, other: Callable, hyper: dict | None = None):
+        """The check's two factories, starting tensors and gradients."""
         hyper = self.hyper if hyper is None else hyper
         variant = self.variant
         mine = self.spec.make(cls, hyper, self.group0 if variant == "groups" else None)
@@ -741,6 +751,11 @@ class Trajectory:
             trainer = theirs if variant == "from torch" else mine
             tensors, saved = _train(trainer, tensors, CHECKPOINT_STEPS)
             mine, theirs = _loaded(mine, saved), _loaded(theirs, saved)
+        return mine, theirs, tensors, gradient
+
+    def compare(self, cls: Callable, other: Callable, hyper: dict | None = None) -> None:
+        """Raise AssertionError (or whatever ``cls`` raises) unless they agree."""
+        mine, theirs, tensors, gradient = self.setup(cls, other, hyper)
         assert_same_trajectory(
             mine,
             theirs,
@@ -751,6 +766,11 @@ class Trajectory:
             rtol=RTOL,
             atol=ATOL,
         )
+
+    def trace(self, cls: Callable) -> list[dict[str, tuple[float, bool]]]:
+        """Every entry's greatest difference from the reference at every step."""
+        mine, theirs, tensors, gradient = self.setup(cls, self.spec.reference)
+        return trace(mine, theirs, tensors, steps=STEPS, gradient=gradient, seed=SEED + 1)
 
     def agrees(self, cls: Callable, other: Callable, hyper: dict | None = None) -> bool:
         try:
@@ -764,17 +784,23 @@ class Trajectory:
             self.compare(cls, self.spec.reference)
         except AssertionError as error:
             details, divergence = _describe_divergence(error)
+            try:
+                rows = self.trace(cls)
+            except Exception:
+                rows = []
+            if "step" in divergence and rows:
+                details.append(_same_step(rows, int(divergence["step"]), divergence["entry"]))
             if self.variant in ("from torch", "to torch"):
                 saved = f"after loading a checkpoint saved at step {CHECKPOINT_STEPS}"
                 details[0] = f"{saved}: {details[0]}"
-            hint = self.diagnose(cls, divergence)
+            hint = self.diagnose(cls, divergence, rows)
             return Result(self.name, False, details, hint)
         except Exception as error:
             details, hint = _describe_error(error)
             return Result(self.name, False, details, hint)
         return Result(self.name, True)
 
-    def diagnose(self, cls: type, divergence: dict) -> str:
+    def diagnose(self, cls: type, divergence: dict, rows: list) -> str:
         """Find a hint: a typical mistake, a variant, a feature, or where it diverged."""
         spec = self.spec
         if "keys" in divergence:
@@ -791,7 +817,7 @@ class Trajectory:
                 hyper = {**self.hyper, name: off}
                 if _valid(spec.reference, hyper) and self.agrees(cls, spec.reference, hyper):
                     return spec.feature_hints[name]
-        return _where_hint(self, cls)
+        return _where_hint(rows, self.spec)
 
 
 def _with_mistake(loop: type[LoopOptimizer], mistake: str) -> Callable:
@@ -832,12 +858,12 @@ def _describe_divergence(error: AssertionError) -> tuple[list[str], dict]:
     what = f"state[{found['entry']}]" if found["entry"] else "the parameter"
     sizes = dict(GREATEST.findall(message))
     if sizes:
-        size = f"greatest difference {float(sizes['absolute']):.1e}"
+        size = f"by up to {float(sizes['absolute']):.1e}"
         if "relative" in sizes:
             size += f" (relative {float(sizes['relative']):.1e})"
     else:  # shapes or dtypes differ, or a step count
         size = message.strip().splitlines()[0]
-    return [f"{where}, {what} differs first:", size], found
+    return [f"{where}: {what} differs first,", size], found
 
 
 def _shorten(text: str, lines: int = 3) -> str:
@@ -885,21 +911,38 @@ def _student_frame(error: BaseException) -> str | None:
     return None
 
 
-def _where_hint(check: Trajectory, cls: type) -> str:
+def _same_step(rows: list, step: int, entry: str | None) -> str:
+    """What else differs at the step of the first divergence (over all parameters)."""
+    first = "param" if entry is None else entry.strip("'")
+    others = {name: size for name, (size, differs) in rows[step - 1].items() if differs}
+    others.pop(first, None)
+    states = [name for name in rows[step - 1] if name != "param"]
+    if others:
+        listed = ", ".join(
+            ("the parameters" if name == "param" else f"state[{name!r}]")
+            + f" (by up to {size:.1e})"
+            for name, size in others.items()
+        )
+        return f"at step {step} also {listed}"
+    if first == "param" and states:
+        return f"at step {step} every state entry agrees"
+    return f"at step {step} nothing else differs"
+
+
+def _where_hint(rows: list, spec: Spec) -> str:
     """A hint from which entry diverged first, when no typical mistake fits."""
     first = {}
-    try:
-        for step, row in enumerate(_trace(check, cls), start=1):
-            for entry, (_, differs) in row.items():
-                if differs:
-                    first.setdefault(entry, step)
-    except Exception:
+    for step, row in enumerate(rows, start=1):
+        for entry, (_, differs) in row.items():
+            if differs:
+                first.setdefault(entry, step)
+    if not first:
         return "Run compare() on this setting to see where it diverges."
     states = {entry: step for entry, step in first.items() if entry != "param"}
     if not states:
         return (
             "Every state entry agrees with the reference at every step, but the "
-            f"parameters do not: look at the step itself ({check.spec.step_hint})."
+            f"parameters do not: look at the step itself ({spec.step_hint})."
         )
     entry, step = min(states.items(), key=lambda item: item[1])
     if step == 1:
@@ -911,20 +954,6 @@ def _where_hint(check: Trajectory, cls: type) -> str:
         f"state[{entry!r}] agrees for {step - 1} step(s), then differs: check its "
         "recursion, and the order of your operations (is a value used before or "
         "after it is updated?)."
-    )
-
-
-def _trace(check: Trajectory, cls: type, steps: int = STEPS):
-    """Every entry's greatest difference at every step (see :func:`trace`)."""
-    spec = check.spec
-    group0 = check.group0 if check.variant == "groups" else None
-    gradient = _late_gradient if check.variant == "late" else random_gradient
-    return trace(
-        spec.make(cls, check.hyper, group0),
-        spec.make(spec.reference, check.hyper, group0),
-        make_tensors(),
-        steps=steps,
-        gradient=gradient,
     )
 
 
@@ -1333,13 +1362,14 @@ def _classes(namespace: Any, classes: dict[str, type], names: list[str]) -> dict
     return found
 
 
-def grade(assignment: str, namespace: Any = None, /, **classes: type) -> Report:
+def grade(assignment: str, namespace: Any = None, /, **classes: type) -> None:
     """Grade your classes for ``assignment``: print the report; raise if a check fails.
 
     >>> grade("assignment2", RMSprop=RMSprop, Adagrad=Adagrad)  # doctest: +SKIP
 
-    Returns the :class:`Report` when every check passes, and raises
-    :class:`GradingFailed` (a one-line ``AssertionError``) after the report otherwise.
+    After the report, raises :class:`GradingFailed` (a one-line ``AssertionError``, with
+    the :class:`Report` as its ``report``) if any check failed. :func:`run` returns the
+    report without printing.
     """
     task = ASSIGNMENTS.get(assignment)
     if task is not None:
@@ -1354,7 +1384,6 @@ def grade(assignment: str, namespace: Any = None, /, **classes: type) -> Report:
     print(report.summary(), flush=True)
     if not report.passed:
         raise GradingFailed(report)
-    return report
 
 
 def compare(optimizer: Callable, reference: Callable, *, steps: int = 5, **hyper: Any) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from . import _checks, _docs
-from .base import FusedOptimizer, Params
+from .base import FLOAT_DTYPES, FusedOptimizer, Params
 from .functional import fused_lion_, lion_
 from .rule import Rule
 
@@ -48,7 +46,7 @@ class Lion(FusedOptimizer):
     """
 
     step_in_state = False  # the state is one moving average, as in optax.lion
-    fast_dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    fast_dtypes = FLOAT_DTYPES
     rule = Rule(lion_, fast=fused_lion_)
 
     def __init__(

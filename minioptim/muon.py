@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _checks, _docs
-from .base import FusedOptimizer, Params
+from .base import FLOAT_DTYPES, FusedOptimizer, Params
 from .functional import fused_muon_, muon_
 from .rule import Rule
 
@@ -65,6 +65,8 @@ class Muon(FusedOptimizer):
 
     step_in_state = False  # torch.optim.Muon keeps only 'momentum_buffer'
     rule = Rule(muon_, fast=fused_muon_)
+    # The fast path runs the reference's operations, batched: right for every dtype.
+    fast_dtypes = FLOAT_DTYPES
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _checks, _docs
-from .base import FusedOptimizer, Params
+from .base import FLOAT_DTYPES, FusedOptimizer, Params
 from .functional import fused_sgd_, sgd_
 from .rule import Rule
 
@@ -40,6 +40,7 @@ class SGD(FusedOptimizer):
 
     step_in_state = False  # torch.optim.SGD keeps only 'momentum_buffer'
     rule = Rule(sgd_, fast=fused_sgd_)
+    cuda_fast_dtypes = FLOAT_DTYPES
 
     def __init__(
         self,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from . import _checks, _docs
-from .base import FusedOptimizer, Params
+from .base import FLOAT_DTYPES, FusedOptimizer, Params
 from .functional import fused_sign_sgd_, sign_sgd_
 from .rule import Rule
 
@@ -47,7 +45,7 @@ class SignSGD(FusedOptimizer):
 
     step_in_state = False
     # The fast path is the reference rule run block by block: right for every dtype.
-    fast_dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    fast_dtypes = FLOAT_DTYPES
     rule = Rule(sign_sgd_, fast=fused_sign_sgd_)
 
     def __init__(

@@ -1,0 +1,112 @@
+"""Who races: one record per optimizer, and the contenders built from it.
+
+A contender is one implementation of an optimizer: minioptim's fast path (and its
+reference path), and torch's for-loop (``foreach=False``), ``foreach=True`` and
+``fused=True`` where torch has them. torch.optim has no SignSGD and no Lion; their torch
+contenders are :mod:`minioptim.bench.baselines`, a for-loop and a ``_foreach`` version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import minioptim
+
+from . import baselines
+
+Factory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+
+#: torch.optim's three implementations, by contender label: its keyword arguments.
+TORCH = {
+    "torch for-loop": dict(foreach=False),
+    "torch foreach": dict(foreach=True),
+    "torch fused": dict(fused=True),
+}
+#: The two of :mod:`~minioptim.bench.baselines`, for SignSGD and Lion.
+BENCH = {"bench for-loop": dict(foreach=False), "bench foreach": dict(foreach=True)}
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One implementation: its label, how to build it on a list of parameters, and whether
+    it is a torch baseline (the ratios are against the fastest of those)."""
+
+    label: str
+    build: Factory
+    torch: bool
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """Everything the benchmark knows about one optimizer.
+
+    ``torch``: the class of its torch contenders, built with each of ``variants`` (label:
+    keyword arguments). ``arrays``: the tensors an ideal step reads plus those it writes,
+    each once (Adam reads p, g, m, v and writes p, m, v: 7); times the element size, the
+    bytes it must move per parameter; ``None`` where the step is not memory-bound (Muon's
+    matrix products). ``matrices``: it takes 2-d parameters only.
+    """
+
+    name: str
+    minioptim: type[torch.optim.Optimizer]
+    torch: Callable[..., torch.optim.Optimizer]
+    hyper: dict[str, Any]
+    arrays: int | None
+    traffic: str
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: TORCH)
+    matrices: bool = False
+
+    def contenders(self, reference: bool = True, only: tuple[str, ...] = ()) -> list[Contender]:
+        """minioptim (fast path), its reference path, and the torch variants.
+
+        ``only``: keep the torch variants whose label ends with one of these words.
+        """
+        mine, hyper = self.minioptim, self.hyper
+        impls = {"minioptim": "fast", "minioptim reference": "reference"}
+        result = [
+            Contender(label, lambda ps, impl=impl: mine(ps, impl=impl, **hyper), False)
+            for label, impl in impls.items()
+            if reference or impl == "fast"
+        ]
+        for label, flags in self.variants.items():
+            if not only or label.split()[-1] in only:
+                build = lambda ps, flags=flags: self.torch(ps, **hyper, **flags)  # noqa: E731
+                result.append(Contender(label, build, True))
+        return result
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    o.name: o
+    for o in (
+        Optimizer(
+            "sgd", minioptim.SGD, torch.optim.SGD, dict(lr=1e-3, momentum=0.9),
+            arrays=5, traffic="read p,g,m; write p,m",
+        ),
+        Optimizer(
+            "adam", minioptim.Adam, torch.optim.Adam, dict(lr=1e-3),
+            arrays=7, traffic="read p,g,m,v; write p,m,v",
+        ),
+        Optimizer(
+            "adamw", minioptim.AdamW, torch.optim.AdamW, dict(lr=1e-3, weight_decay=1e-2),
+            arrays=7, traffic="read p,g,m,v; write p,m,v",
+        ),
+        Optimizer(
+            "signsgd", minioptim.SignSGD, baselines.Signum,
+            dict(lr=1e-3, momentum=0.9, weight_decay=1e-2),
+            arrays=5, traffic="Signum: read p,g,m; write p,m", variants=BENCH,
+        ),
+        Optimizer(
+            "lion", minioptim.Lion, baselines.Lion, dict(lr=1e-4, weight_decay=1e-2),
+            arrays=5, traffic="read p,g,m; write p,m", variants=BENCH,
+        ),
+        Optimizer(
+            "muon", minioptim.Muon, torch.optim.Muon, dict(lr=2e-2),
+            arrays=None, traffic="Newton-Schulz matrix products: not memory-bound",
+            variants={"torch for-loop": {}}, matrices=True,  # torch has one implementation
+        ),
+    )
+}  # fmt: skip

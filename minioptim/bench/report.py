@@ -1,0 +1,249 @@
+"""The records, as text tables, a markdown summary, a plot and files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+Record = dict[str, Any]
+MiB = 2**20
+
+
+def _of(records: list[Record], kind: str) -> list[Record]:
+    return [r for r in records if r["kind"] == kind]
+
+
+def _first(records: list[Record], kind: str) -> Record:
+    return next(iter(_of(records, kind)), {})
+
+
+def _groups(records: list[Record], kind: str, *keys: str) -> dict[tuple, list[Record]]:
+    groups: dict[tuple, list[Record]] = {}
+    for r in _of(records, kind):
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
+def _step_groups(records: list[Record]) -> dict[tuple, list[Record]]:
+    return _groups(records, "step", "set", "dtype", "optimizer")
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _ms(value: float) -> str:
+    """Three significant digits, without exponents."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _count(n: int) -> str:
+    """8000 -> 8.0K, 354_635_776 -> 355M."""
+    for unit, size in (("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / MiB:.1f}"
+
+
+def describe(records: list[Record]) -> str:
+    """One line: the device, torch and the date of the run; the bandwidths found."""
+    env, bw = _first(records, "environment"), _first(records, "bandwidth")
+    line = (
+        f"{env.get('device_name', '?')} ({env.get('device', '?')}, {env.get('threads')} threads),"
+        f" torch {env.get('torch', '?')}, {env.get('date', '?')}"
+    )
+    if bw:
+        line += f"; copy {bw['copy_gbps']:.1f} GB/s, triad {bw['triad_gbps']:.1f} GB/s"
+    return line
+
+
+def format_table(records: list[Record]) -> str:
+    """Every suite's records as text tables."""
+    from .contenders import OPTIMIZERS
+
+    lines = [describe(records)]
+    for (set_name, dtype, name), group in _step_groups(records).items():
+        first, optimizer = group[0], OPTIMIZERS[name]
+        lines += ["", f"{set_name} ({first['n_tensors']} tensors, {first['n_params'] / 1e6:.2f}M"]
+        lines[-1] += f" {dtype}) - {name}: {optimizer.traffic}"
+        lines.append(
+            f"  {'contender':<22}{'ms/step':>10}{'host ms':>9}{'/best torch':>12}{'GB/s':>8}"
+            f"{'% copy':>8}{'state MiB':>11}{'peak MiB':>10}"
+        )
+        for r in group:
+            lines.append(
+                f"  {r['contender']:<22}{r['ms']:>10.3f}{r['host_ms']:>9.3f}"
+                f"{_num(r['vs_torch'], 2):>11}x{_num(r['gbps']):>8}{_num(r['pct_copy'], 0):>7}%"
+                f"{r['state_bytes'] / MiB:>11.1f}{_mib(r['step_peak_bytes']):>10}"
+            )
+    for (set_name,), group in _groups(records, "zero_grad", "set").items():
+        lines += ["", f"{set_name} ({group[0]['n_tensors']} tensors) - zero_grad, then backward"]
+        lines.append(f"  {'contender':<33}{'zero_grad ms':>13}{'GB/s':>7}{'backward ms':>13}")
+        for r in group:
+            lines.append(
+                f"  {r['contender']:<33}{r['ms']:>13.3f}{_num(r['gbps']):>7}"
+                f"{r['backward_ms']:>13.3f}"
+            )
+    training = _of(records, "training")
+    if training:
+        t = training[0]
+        lines += ["", f"training: {t['layers']} layers of width {t['width']}, "]
+        lines[-1] += f"{t['n_params'] / 1e6:.1f}M params, batch {t['batch']}x{t['context']}"
+        lines.append(f"  {'AdamW':<22}{'ms/iter':>10}{'host ms':>9}{'/best torch':>12}{'loss':>9}")
+        for r in training:
+            lines.append(
+                f"  {r['contender']:<22}{r['ms']:>10.2f}{r['host_ms']:>9.2f}"
+                f"{r['vs_torch']:>11.2f}x{r['loss']:>9.4f}"
+            )
+    lines += _host_lines(records)
+    lines += [
+        "",
+        "/best torch: time over the fastest torch contender's (bench: written with torch ops).",
+        "% copy: achieved GB/s over the copy's; above 100%: see measure.bandwidth.",
+        "host ms: until step() returned on the CPU (on CUDA, before the device finished).",
+    ]
+    return "\n".join(lines)
+
+
+def _host_lines(records: list[Record]) -> list[str]:
+    lines = []
+    fits = {(r["optimizer"], r["contender"]): r for r in _of(records, "host_fit")}
+    for (name,), group in _groups(records, "host", "optimizer").items():
+        counts = sorted({r["n_tensors"] for r in group})
+        labels = list(dict.fromkeys(r["contender"] for r in group))
+        times = {(r["contender"], r["n_tensors"]): r["host_us"] for r in group}
+        lines += ["", f"host time of one {name} step, us, on n tensors of {group[0]['size']}"]
+        lines.append(f"  {'contender':<18}" + "".join(f"{n:>10}" for n in counts) + "   fit")
+        for label in labels:
+            cells = "".join(f"{_num(times.get((label, n))):>10}" for n in counts)
+            fit = fits.get((name, label))
+            if fit:
+                cells += f"   {fit['fixed_us']:.1f} us + {fit['per_tensor_us']:.3f} us/tensor"
+            lines.append(f"  {label:<18}{cells}")
+    return lines
+
+
+def summary_markdown(records: list[Record]) -> str:
+    """The step records as one markdown table, as the README shows them: ms per step."""
+    header = (
+        "| set | optimizer | dtype | for-loop | foreach | fused | minioptim "
+        "| minioptim / best torch | minioptim GB/s (% of copy) |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = [f"{describe(records)}\n", header]
+    for (set_name, dtype, name), group in _step_groups(records).items():
+        by = {r["contender"]: r for r in group}
+        mine = by.get("minioptim")
+        if not mine:
+            continue
+        cells = []
+        for variant in ("for-loop", "foreach", "fused"):
+            r = next((r for r in group if r["torch"] and r["contender"].endswith(variant)), None)
+            star = "*" if r and r["contender"].startswith("bench") else ""
+            cells.append(f"{_ms(r['ms'])}{star}" if r else "-")
+        shape = f"{set_name} ({mine['n_tensors']} tensors, {_count(mine['n_params'])})"
+        bandwidth = f"{mine['gbps']:.3g} ({mine['pct_copy']:.0f} %)"
+        bandwidth = "-" if math.isnan(mine["gbps"]) else bandwidth
+        lines.append(
+            f"| {shape} | {name} | {dtype} | {' | '.join(cells)} | {_ms(mine['ms'])} "
+            f"| {_num(mine['vs_torch'], 2)}x | {bandwidth} |"
+        )
+    lines.append("\n\\* a torch-ops baseline of minioptim.bench.baselines (torch has none).")
+    return "\n".join(lines)
+
+
+def plot(records: list[Record], path: str | Path | None = None):
+    """The sweeps (step time against tensor count, and against size) and, when measured,
+    the host overhead; titled with the device, torch version and date.
+
+    Returns the matplotlib ``Figure`` (built without pyplot, so no backend is changed);
+    also saved to ``path`` when given.
+    """
+    from matplotlib.figure import Figure
+
+    panels = [kind for kind in ("sweep_tensors", "sweep_size", "host") if _of(records, kind)]
+    fig = Figure(figsize=(5.5 * max(1, len(panels)), 4.4), layout="constrained")
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    for ax, kind in zip(axes, panels, strict=False):
+        {"sweep_tensors": _sweep_tensors, "sweep_size": _sweep_size, "host": _host}[kind](
+            ax, records
+        )
+        ax.legend(fontsize="small")
+    fig.suptitle(describe(records), fontsize="medium")
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def _lines(ax, records: list[Record], x: str, y: str, scale: float = 1.0) -> None:
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        series.setdefault(r["contender"], []).append((r[x], r[y] * scale))
+    for label, points in series.items():
+        ax.plot(*zip(*sorted(points), strict=True), marker="o", label=label)
+    ax.set(xscale="log", yscale="log")
+
+
+def _sweep_tensors(ax, records: list[Record]) -> None:
+    sweep = _of(records, "sweep_tensors")
+    _lines(ax, sweep, "n_tensors", "ms")
+    total = sweep[0]["n_params"] / 1e6
+    ax.set(xlabel="number of tensors", ylabel="ms per step")
+    ax.set_title(f"{sweep[0]['optimizer']}: {total:.2g}M parameters in more tensors")
+
+
+def _sweep_size(ax, records: list[Record]) -> None:
+    from .contenders import OPTIMIZERS
+
+    sweep = _of(records, "sweep_size")
+    _lines(ax, sweep, "n_params", "ms")
+    name, copy = sweep[0]["optimizer"], _first(records, "bandwidth").get("copy_gbps")
+    arrays = OPTIMIZERS[name].arrays
+    if copy and arrays:
+        sizes = sorted({r["n_params"] for r in sweep})
+        ideal = [4 * arrays * n / (copy * 1e9) * 1e3 for n in sizes]
+        ax.plot(sizes, ideal, "k--", label="at copy bandwidth")
+    ax.set(xlabel="number of parameters (100 tensors)", ylabel="ms per step")
+    ax.set_title(f"{name}: bigger models")
+
+
+def _host(ax, records: list[Record]) -> None:
+    host = _of(records, "host")
+    name = "adam" if any(r["optimizer"] == "adam" for r in host) else host[0]["optimizer"]
+    _lines(ax, [r for r in host if r["optimizer"] == name], "n_tensors", "host_us", 1e-3)
+    ax.set(xlabel=f"number of tensors of {host[0]['size']}", ylabel="host ms per step")
+    ax.set_title(f"{name}: host time of step()")
+
+
+def save(records: list[Record], out: str | Path, *, meta: dict, with_plot: bool = True):
+    """Write ``results.json``, ``results.csv``, ``summary.md`` and (with_plot) ``bench.png``
+    into ``out``; return their paths. The JSON's ``meta`` is ``meta`` (the command line)
+    and the environment: device name, torch version, date."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / name for name in ("results.json", "results.csv", "summary.md")]
+    meta = {**meta, **_first(records, "environment")}
+    meta.pop("kind", None)
+    with open(paths[0], "w") as f:
+        json.dump(dict(meta=meta, records=[_json(r) for r in records]), f, indent=1)
+    with open(paths[1], "w", newline="") as f:
+        writer = csv.DictWriter(f, list(dict.fromkeys(key for r in records for key in r)))
+        writer.writeheader()
+        writer.writerows(records)
+    paths[2].write_text(summary_markdown(records) + "\n")
+    if with_plot:
+        paths.append(out / "bench.png")
+        plot(records, paths[-1])
+    return paths
+
+
+def _json(record: Record) -> Record:
+    """The record with NaN written as null (JSON has no NaN)."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}

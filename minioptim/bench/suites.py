@@ -1,0 +1,464 @@
+"""The benchmarks. Each suite asks one question and answers with records (plain dicts).
+
+- ``steps``: ``step()`` of every contender of an optimizer on a parameter set.
+- ``zero-grad``: ``zero_grad()`` and the backward pass that refills the gradients.
+- ``sweeps``: step time as the same parameters are split into more tensors, and as the
+  model grows.
+- ``host-overhead``: the host time of one ``step()`` on 10 to 10,000 small tensors, and
+  the line ``fixed + per tensor`` through it.
+- ``training``: one iteration of a small transformer (zero_grad, forward, backward,
+  step) with minioptim's AdamW and torch's.
+
+Every contender of a comparison lives in the same process, gets its own copy of the same
+(seeded) parameters and gradients, and is timed round-robin with the others
+(:func:`~minioptim.bench.measure.round_robin`). Gradients stay fixed between steps: the
+suites time the optimizer, not a model (except ``training``).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import minioptim
+
+from . import cases, memory
+from .cases import Shape, make_params, numel, random_tensors
+from .contenders import OPTIMIZERS, Contender, Optimizer
+from .measure import (
+    Sample,
+    bandwidth,
+    default_device,
+    environment,
+    fit_overhead,
+    round_robin,
+    time_call,
+)
+
+Record = dict[str, Any]
+SUITES = ("steps", "zero-grad", "sweeps", "training", "host-overhead")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where and how long to time: untimed ``warmup`` steps, then ``repeats`` rounds."""
+
+    device: str = "cpu"
+    repeats: int = 10
+    warmup: int = 2
+    seed: int = 0
+    verbose: bool = True
+
+    def say(self, message: str) -> None:
+        if self.verbose:
+            print(message, file=sys.stderr, flush=True)
+
+    def round_robin(self, fns: dict[str, Callable[[], Any]]) -> dict[str, Sample]:
+        """:func:`~minioptim.bench.measure.round_robin` with these settings."""
+        return round_robin(fns, self.repeats, self.device)
+
+
+def build(contenders: list[Contender], values, grads, timing: Timing) -> dict[str, Any]:
+    """Each contender's optimizer on its own copy of the parameters, warmed up.
+
+    The first step creates the state; ``timing.warmup`` more follow. Contenders that the
+    device or dtype lacks (``fused=True`` where torch has no such kernel) are skipped,
+    with a message.
+    """
+    built = {}
+    for contender in contenders:
+        try:
+            optimizer = contender.build(make_params(values, grads))
+            for _ in range(1 + timing.warmup):
+                optimizer.step()
+        except (RuntimeError, ValueError, NotImplementedError) as error:
+            timing.say(f"  skipping {contender.label}: {str(error).splitlines()[0]}")
+            continue
+        built[contender.label] = optimizer
+    return built
+
+
+# -- steps ------------------------------------------------------------------------------------
+
+
+def steps(
+    set_name: str,
+    shapes: list[Shape],
+    optimizer: Optimizer,
+    timing: Timing,
+    *,
+    copy_gbps: float,
+    dtype: torch.dtype = torch.float32,
+    reference: bool = True,
+) -> list[Record]:
+    """Time ``step()`` of every contender of ``optimizer`` on one parameter set.
+
+    Before the timing, one more step of each contender, taken alone, shows the peak
+    memory that a step allocates on top of the parameters, gradients and state.
+    """
+    contenders = optimizer.contenders(reference)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    needed = 5 * itemsize * numel(shapes) * len(contenders)  # p, g, 2 states, temporaries
+    free = memory.available_bytes(timing.device)
+    if free is not None and needed > free:
+        timing.say(f"  skipping: needs ~{needed / 2**30:.1f} GiB, {free / 2**30:.1f} free")
+        return []
+    gc.collect()  # free the previous benchmark's tensors before measuring memory
+    values = random_tensors(shapes, timing.seed, timing.device, dtype)
+    grads = random_tensors(shapes, timing.seed + 1, timing.device, dtype)
+    built = build(contenders, values, grads, timing)
+    del values, grads
+    peak = {label: memory.peak_of(opt.step, timing.device) for label, opt in built.items()}
+    samples = timing.round_robin({label: opt.step for label, opt in built.items()})
+    torch_labels = {c.label for c in contenders if c.torch}
+    torch_times = {label: s.seconds for label, s in samples.items() if label in torch_labels}
+    best = min(torch_times, key=torch_times.get) if torch_times else None
+    n_params = numel(shapes)
+    per_param = optimizer.arrays * itemsize if optimizer.arrays else math.nan
+    records = []
+    for label, opt in built.items():
+        seconds = samples[label].seconds
+        gbps = per_param * n_params / seconds / 1e9
+        records.append(
+            dict(
+                kind="step",
+                set=set_name,
+                optimizer=optimizer.name,
+                dtype=str(dtype).removeprefix("torch."),
+                contender=label,
+                torch=label in torch_labels,
+                n_tensors=len(shapes),
+                n_params=n_params,
+                ms=seconds * 1e3,
+                host_ms=samples[label].host_seconds * 1e3,
+                best_torch=best,
+                vs_torch=seconds / torch_times[best] if best else math.nan,
+                bytes_per_param=per_param,
+                gbps=gbps,
+                pct_copy=100 * gbps / copy_gbps,
+                state_bytes=memory.state_bytes(opt),
+                step_peak_bytes=peak[label],
+            )
+        )
+    return records
+
+
+# -- zero_grad --------------------------------------------------------------------------------
+
+
+class ZeroGradContender:
+    """One way of zeroing gradients, followed by a backward pass that refills them.
+
+    The backward of ``sum((p * c).sum())`` gives every parameter the gradient ``c``, as a
+    fresh tensor. After ``zero_grad(set_to_none=True)`` autograd hands that tensor to
+    ``p.grad`` (allocated by the backward); after zeroing, it is added into the existing
+    ``p.grad``, in place, so minioptim's gradients stay views of the flat buffer.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, coefs: list[torch.Tensor], **kw) -> None:
+        self.optimizer = optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.coefs = coefs
+        self.kw = kw
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(**self.kw)
+
+    def backward(self) -> None:
+        sum((p * c).sum() for p, c in zip(self.params, self.coefs, strict=True)).backward()
+
+
+def zero_grad(set_name: str, shapes: list[Shape], timing: Timing) -> list[Record]:
+    """Time ``zero_grad()`` and the backward pass after it, for each way of zeroing.
+
+    ``set_to_none=True`` makes ``zero_grad`` almost free but moves work into the next
+    backward, so the records hold both times and their sum.
+    """
+    gc.collect()
+    seed, device = timing.seed, timing.device
+    values, grads, coefs = (random_tensors(shapes, seed + i, device) for i in range(3))
+
+    def sgd(foreach: bool) -> torch.optim.Optimizer:
+        return torch.optim.SGD(make_params(values, grads), lr=1e-3, foreach=foreach)
+
+    mine = minioptim.SGD(make_params(values, grads), lr=1e-3)
+    runners = {
+        "minioptim zero_grad()": ZeroGradContender(mine, coefs),
+        "torch set_to_none=True": ZeroGradContender(sgd(False), coefs, set_to_none=True),
+        "torch set_to_none=False": ZeroGradContender(sgd(False), coefs, set_to_none=False),
+        "torch set_to_none=False foreach": ZeroGradContender(sgd(True), coefs, set_to_none=False),
+    }
+    for runner in runners.values():
+        for _ in range(timing.warmup + 1):
+            runner.zero_grad()
+            runner.backward()
+    # one round-robin entry per runner: its zero_grad, then the backward that refills
+    samples = {label: ([], []) for label in runners}
+    for round_ in range(timing.repeats):
+        order = list(runners)[round_ % len(runners) :] + list(runners)[: round_ % len(runners)]
+        for label in order:
+            samples[label][0].append(time_call(runners[label].zero_grad, timing.device).seconds)
+            samples[label][1].append(time_call(runners[label].backward, timing.device).seconds)
+    n_params = numel(shapes)
+    records = []
+    for label, (zeros, backwards) in samples.items():
+        zero, backward = statistics.median(zeros), statistics.median(backwards)
+        writes = label != "torch set_to_none=True"
+        records.append(
+            dict(
+                kind="zero_grad",
+                set=set_name,
+                contender=label,
+                n_tensors=len(shapes),
+                n_params=n_params,
+                ms=zero * 1e3,
+                backward_ms=backward * 1e3,
+                total_ms=(zero + backward) * 1e3,
+                gbps=4 * n_params / zero / 1e9 if writes else math.nan,
+            )
+        )
+    return records
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+
+
+def tensor_count_points(scale: float) -> list[tuple[int, int]]:
+    """10 to 10,000 tensors sharing ~4.2M parameters (times ``scale``)."""
+    total = max(1, round(2**22 * scale))
+    counts = [10, 30, 100, 300, 1000, 3000, 10_000]
+    return [(count, total) for count in counts if count <= total]
+
+
+def size_points(scale: float) -> list[tuple[int, int]]:
+    """65K to 16.8M parameters (times ``scale``) in 100 tensors."""
+    sizes = [max(1, round(2**power * scale)) for power in range(16, 25, 2)]
+    return [(min(100, size), size) for size in sizes]
+
+
+def sweep(
+    kind: str, optimizer: Optimizer, points: list[tuple[int, int]], timing: Timing
+) -> list[Record]:
+    """Step time of each contender (not the reference) at each (tensors, params) point.
+
+    Every tensor of a point has ``params // tensors`` elements.
+    """
+    records = []
+    for n_tensors, n_params in points:
+        shapes = [(n_params // n_tensors,)] * n_tensors
+        gc.collect()
+        values = random_tensors(shapes, timing.seed, timing.device)
+        grads = random_tensors(shapes, timing.seed + 1, timing.device)
+        built = build(optimizer.contenders(reference=False), values, grads, timing)
+        del values, grads
+        samples = timing.round_robin({label: opt.step for label, opt in built.items()})
+        for label, sample in samples.items():
+            records.append(
+                dict(
+                    kind=kind,
+                    optimizer=optimizer.name,
+                    contender=label,
+                    n_tensors=n_tensors,
+                    n_params=numel(shapes),
+                    ms=sample.seconds * 1e3,
+                )
+            )
+    return records
+
+
+# -- host overhead ----------------------------------------------------------------------------
+
+HOST_COUNTS = (10, 100, 1000, 10_000)
+
+
+def host_overhead(
+    optimizer: Optimizer, timing: Timing, counts: Iterable[int] = HOST_COUNTS, size: int = 64
+) -> list[Record]:
+    """Host time of one ``step()`` on ``count`` tensors of ``size`` elements, and its fit.
+
+    minioptim against torch's foreach and fused versions (or the bench's foreach
+    baseline). The tensors are so small that the device's work is negligible: what is
+    left is Python and launch overhead, the time the host needs before the device can
+    start the next step. One ``host_fit`` record per contender gives the least-squares
+    line ``fixed_us + per_tensor_us * n``.
+    """
+    contenders = optimizer.contenders(reference=False, only=("foreach", "fused"))
+    records = []
+    for count in counts:
+        gc.collect()
+        shapes = [(size,)] * count
+        values = random_tensors(shapes, timing.seed, timing.device)
+        grads = random_tensors(shapes, timing.seed + 1, timing.device)
+        built = build(contenders, values, grads, timing)
+        samples = timing.round_robin({label: opt.step for label, opt in built.items()})
+        for label, sample in samples.items():
+            records.append(
+                dict(
+                    kind="host",
+                    optimizer=optimizer.name,
+                    contender=label,
+                    n_tensors=count,
+                    size=size,
+                    host_us=sample.host_seconds * 1e6,
+                    device_us=sample.seconds * 1e6,
+                )
+            )
+    for label in dict.fromkeys(r["contender"] for r in records):
+        points = [(r["n_tensors"], r["host_us"]) for r in records if r["contender"] == label]
+        if len(points) >= 2:
+            fixed, per_tensor = fit_overhead(*map(list, zip(*points, strict=True)))
+            records.append(
+                dict(
+                    kind="host_fit",
+                    optimizer=optimizer.name,
+                    contender=label,
+                    fixed_us=fixed,
+                    per_tensor_us=per_tensor,
+                )
+            )
+    return records
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+class Trainer:
+    """A model, its optimizer and a fixed batch: one call is one training iteration.
+
+    On CUDA the forward pass runs under bfloat16 autocast, as one trains there; the loss
+    stays on the device (no ``.item()``, which would synchronize inside the timing).
+    """
+
+    def __init__(self, contender: Contender, case: cases.TrainingCase, timing: Timing) -> None:
+        self.model = case.model(timing.seed, timing.device)
+        self.optimizer = contender.build(list(self.model.parameters()))
+        self.inputs, self.targets = case.batch_of_tokens(timing.seed, timing.device)
+        self.device_type = torch.device(timing.device).type
+        self.loss = torch.tensor(math.nan)
+
+    def __call__(self) -> None:
+        self.optimizer.zero_grad()
+        with torch.autocast(self.device_type, torch.bfloat16, enabled=self.device_type == "cuda"):
+            logits = self.model(self.inputs)
+        self.loss = F.cross_entropy(logits.flatten(0, 1).float(), self.targets.flatten())
+        self.loss.backward()
+        self.optimizer.step()
+
+
+def training(case: cases.TrainingCase, timing: Timing) -> list[Record]:
+    """ms per training iteration with minioptim's AdamW and torch's fused and foreach
+    AdamW, each on its own copy of the same model and batch; and the loss each reaches
+    after the same number of iterations (they should agree to rounding)."""
+    gc.collect()
+    contenders = OPTIMIZERS["adamw"].contenders(reference=False, only=("foreach", "fused"))
+    trainers = {c.label: Trainer(c, case, timing) for c in contenders}
+    for trainer in trainers.values():
+        for _ in range(timing.warmup + 1):
+            trainer()
+    samples = timing.round_robin(trainers)
+    n_params = sum(p.numel() for p in trainers["minioptim"].model.parameters())
+    torch_labels = {c.label for c in contenders if c.torch}
+    best = min(s.seconds for label, s in samples.items() if label in torch_labels)
+    return [
+        dict(
+            kind="training",
+            contender=label,
+            width=case.width,
+            layers=case.layers,
+            batch=case.batch,
+            context=case.context,
+            n_params=n_params,
+            ms=sample.seconds * 1e3,
+            host_ms=sample.host_seconds * 1e3,
+            vs_torch=sample.seconds / best,
+            loss=float(trainers[label].loss),
+        )
+        for label, sample in samples.items()
+    ]
+
+
+# -- everything -------------------------------------------------------------------------------
+
+
+def run(
+    sets: Iterable[str] = tuple(cases.SETS),
+    optimizers: Iterable[str] = tuple(OPTIMIZERS),
+    *,
+    suites: Iterable[str] = ("steps", "zero-grad", "sweeps"),
+    repeats: int = 10,
+    warmup: int = 2,
+    scale: float = 1.0,
+    device: str | None = None,
+    dtypes: Iterable[str] = ("float32",),
+    triad_elements: int = 2**26,
+    verbose: bool = True,
+) -> list[Record]:
+    """Run the ``suites`` and return their records, after two that describe the run.
+
+    The first record (``kind="environment"``) says where and when; the second
+    (``"bandwidth"``) holds the copy and triad bandwidths, measured first. ``steps`` runs
+    every optimizer of ``optimizers`` on every set of ``sets`` in every dtype (Muon on
+    sets of matrices only); ``zero-grad`` runs on every set; ``sweeps`` and
+    ``host-overhead`` time Adam (or the first optimizer given; host-overhead: every
+    element-wise one); ``training`` is one case, shrunk with ``scale``.
+    """
+    device = device or default_device()
+    sets, optimizers, suites = list(sets), list(optimizers), list(suites)
+    for names, known in ((sets, cases.SETS), (optimizers, OPTIMIZERS), (suites, SUITES)):
+        unknown = set(names) - set(known)
+        if unknown:
+            raise ValueError(f"unknown {sorted(unknown)}; choose from {', '.join(known)}")
+    timing = Timing(device, repeats, warmup, verbose=verbose)
+    found = bandwidth(device, triad_elements)
+    timing.say(f"copy {found['copy'] / 1e9:.1f} GB/s, triad {found['triad'] / 1e9:.1f} GB/s")
+    records: list[Record] = [
+        dict(kind="environment", **environment(device), scale=scale, repeats=repeats),
+        dict(
+            kind="bandwidth",
+            copy_gbps=found["copy"] / 1e9,
+            triad_gbps=found["triad"] / 1e9,
+            elements=triad_elements,
+        ),
+    ]
+    for set_name in sets if {"steps", "zero-grad"} & set(suites) else ():
+        parameter_set = cases.SETS[set_name]
+        shapes = cases.scaled(parameter_set.shapes(), scale)
+        for name in optimizers if "steps" in suites else ():
+            optimizer = OPTIMIZERS[name]
+            if optimizer.matrices and not parameter_set.matrices:
+                continue  # Muon takes matrices only
+            for dtype in dtypes:
+                timing.say(f"{set_name}: {name} {dtype}")
+                records += steps(
+                    set_name,
+                    shapes,
+                    optimizer,
+                    timing,
+                    copy_gbps=found["copy"] / 1e9,
+                    dtype=getattr(torch, dtype),
+                )
+        if "zero-grad" in suites:
+            timing.say(f"{set_name}: zero_grad")
+            records += zero_grad(set_name, shapes, timing)
+    elementwise = [OPTIMIZERS[name] for name in optimizers if not OPTIMIZERS[name].matrices]
+    if "sweeps" in suites and elementwise:
+        main = OPTIMIZERS["adam"] if "adam" in optimizers else elementwise[0]
+        timing.say(f"sweeps: {main.name}")
+        records += sweep("sweep_tensors", main, tensor_count_points(scale), timing)
+        records += sweep("sweep_size", main, size_points(scale), timing)
+    if "training" in suites:
+        case = cases.TrainingCase.at(scale)
+        timing.say(f"training: {case}")
+        records += training(case, timing)
+    for optimizer in elementwise if "host-overhead" in suites else ():
+        timing.say(f"host overhead: {optimizer.name}")
+        records += host_overhead(optimizer, timing)
+    return records
