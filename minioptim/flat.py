@@ -47,6 +47,7 @@ except ImportError:  # a build of torch without torch.distributed
 
 GRAD = operator.attrgetter("grad")  # p.grad for each p in map(GRAD, params), at C speed
 REQUIRES_GRAD = operator.attrgetter("requires_grad")
+VERSION = operator.attrgetter("_version")
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
@@ -140,6 +141,12 @@ class FlatBuffer:
             if p.requires_grad or p.grad is not None:
                 p.grad = grad
         self.data_ptrs = [p.data_ptr() for p in self.params]
+        self._note_grad_versions()
+
+    def _note_grad_versions(self) -> None:
+        """Remember the gradient aliases' version counters: backward, adding into a
+        gradient in place, bumps them; zero_grad's fill of the flat buffer does not."""
+        self.grad_versions = list(map(VERSION, self.grad_views))
 
     def _bind(self) -> None:
         """Make the aliases that ``p.data`` and ``p.grad`` will be."""
@@ -160,6 +167,7 @@ class FlatBuffer:
         self.__dict__.update(state)
         self._bind()
         self.data_ptrs = [view.data_ptr() for view in self.param_views]
+        self._note_grad_versions()
 
     def __len__(self) -> int:
         return len(self.params)
@@ -194,8 +202,10 @@ class FlatBuffer:
           DDP, ``p.grad = ...``): its values are copied into the slot and ``p.grad`` re-bound.
         - ``p.grad is None``: the parameter is skipped this step, as in torch.optim.
         - frozen since the last ``zero_grad`` (``requires_grad=False``, ``p.grad`` still
-          our alias): ``p.grad`` becomes ``None`` and the parameter is skipped, as it would
-          be in torch.optim, whose ``zero_grad`` sets gradients to ``None``.
+          our alias, and nothing but zeros written to it since): ``p.grad`` becomes
+          ``None`` and the parameter is skipped, as it would be in torch.optim, whose
+          ``zero_grad`` sets gradients to ``None``. Frozen after its backward (a gradient
+          was written), it is updated, as in torch.optim.
 
         When nothing changed this costs two pointer comparisons per parameter.
         """
@@ -208,8 +218,9 @@ class FlatBuffer:
         if all(map(operator.is_, grads, self.grad_views)) and all(map(REQUIRES_GRAD, params)):
             return [True] * len(params)
         stale, fresh, has_grad = [], [], []
-        for p, grad, view in zip(params, grads, self.grad_views, strict=True):
-            if grad is view and not p.requires_grad:
+        written = map(operator.ne, map(VERSION, self.grad_views), self.grad_versions)
+        for p, grad, view, changed in zip(params, grads, self.grad_views, written, strict=True):
+            if grad is view and not p.requires_grad and not (changed and view.any()):
                 p.grad = grad = None
             elif grad is not None and grad is not view:
                 if grad.is_sparse:
@@ -242,6 +253,7 @@ class FlatBuffer:
             wanted = view if p.requires_grad else None
             if p.grad is not wanted:
                 p.grad = wanted
+        self._note_grad_versions()
 
     def _readopt_data(self, i: int, owner: str) -> None:
         p, view = self.params[i], self.param_views[i]
