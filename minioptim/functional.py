@@ -267,13 +267,19 @@ def muon_(
     whole flat slice; the orthogonalization needs each matrix's shape, so it loops over
     ``layout`` (the readable reference; :func:`fused_muon_` batches same-shaped matrices).
     """
+    direction = _muon_momentum_(param, grad, momentum_buffer, lr, weight_decay, momentum, nesterov)
+    for p, u in zip(layout.views(param), layout.views(direction), strict=True):
+        orthogonal = newton_schulz(u, ns_coefficients, ns_steps, eps)
+        p.add_(orthogonal, alpha=-muon_lr(lr, adjust_lr_fn, p.shape))
+
+
+def _muon_momentum_(param, grad, momentum_buffer, lr, weight_decay, momentum, nesterov):
+    """Muon's element-wise part, on the whole flat slice: momentum, then decay; returns U."""
     momentum_buffer.lerp_(grad, 1 - momentum)
     direction = grad.lerp(momentum_buffer, momentum) if nesterov else momentum_buffer
     if weight_decay != 0:
         param.mul_(1 - lr * weight_decay)
-    for p, u in zip(layout.views(param), layout.views(direction), strict=True):
-        orthogonal = newton_schulz(u, ns_coefficients, ns_steps, eps)
-        p.add_(orthogonal, alpha=-muon_lr(lr, adjust_lr_fn, p.shape))
+    return direction
 
 
 # -- fast paths -------------------------------------------------------------------------------
@@ -384,14 +390,7 @@ def fused_muon_(
     momentum_buffer: torch.Tensor,
     *,
     layout: Layout,
-    lr: float,
-    weight_decay: float,
-    momentum: float,
-    nesterov: bool,
-    ns_coefficients: tuple[float, float, float],
-    eps: float,
-    ns_steps: int,
-    adjust_lr_fn: str | None,
+    **hyper: float,
 ) -> None:
     """:func:`muon_` with one batched Newton–Schulz chain per shape (same arguments).
 
@@ -399,12 +398,10 @@ def fused_muon_(
     gives each shape's matrices as one ``(k, A, B)`` view: ``k`` matrices cost one
     ``baddbmm`` chain instead of ``k`` ``addmm`` chains.
     """
-    momentum_buffer.lerp_(grad, 1 - momentum)
-    direction = grad.lerp(momentum_buffer, momentum) if nesterov else momentum_buffer
-    if weight_decay != 0:
-        param.mul_(1 - lr * weight_decay)
-    params = layout.by_shape(param)
-    directions = layout.by_shape(direction)
-    for (shape, _, p), (_, _, u) in zip(params, directions, strict=True):
-        orthogonal = newton_schulz(u, ns_coefficients, ns_steps, eps)
-        p.add_(orthogonal, alpha=-muon_lr(lr, adjust_lr_fn, shape))
+    lr = hyper["lr"]
+    element_wise = (hyper[k] for k in ("weight_decay", "momentum", "nesterov"))
+    direction = _muon_momentum_(param, grad, momentum_buffer, lr, *element_wise)
+    batches = zip(layout.by_shape(param), layout.by_shape(direction), strict=True)
+    for (shape, _, p), (_, _, u) in batches:
+        orthogonal = newton_schulz(u, hyper["ns_coefficients"], hyper["ns_steps"], hyper["eps"])
+        p.add_(orthogonal, alpha=-muon_lr(lr, hyper["adjust_lr_fn"], shape))
