@@ -2,7 +2,7 @@
 
 import torch
 
-from minioptim import FusedOptimizer
+from minioptim import FusedOptimizer, State
 
 
 class LAMB(FusedOptimizer):
@@ -13,7 +13,7 @@ class LAMB(FusedOptimizer):
         super().__init__(params, defaults)
 
     def state_names(self, group):
-        return ("exp_avg", "exp_avg_sq")
+        return ("exp_avg", "exp_avg_sq", State("trust", shape=()))
 
     def update(self, group, param, grad, state, step, layout):
         beta1, beta2 = group["betas"]
@@ -25,4 +25,5 @@ class LAMB(FusedOptimizer):
         r = m_hat / (v_hat.sqrt() + group["eps"]) + group["weight_decay"] * param
         w, u = layout.norm(param), layout.norm(r)  # one norm per tensor, no loop
         trust = torch.where((w > 0) & (u > 0), w / u, torch.ones_like(w))
+        state["trust"].copy_(trust)  # the last ratio of each tensor, for plots
         param.add_(layout.expand(trust) * r, alpha=-group["lr"])

@@ -13,4 +13,5 @@ class LAMB(Correct):
         r = m / (v.sqrt() + group["eps"]) + group["weight_decay"] * param  # WRONG: m, v
         w, u = layout.norm(param), layout.norm(r)
         trust = torch.where((w > 0) & (u > 0), w / u, torch.ones_like(w))
+        state["trust"].copy_(trust)  # the last ratio of each tensor, for plots
         param.add_(layout.expand(trust) * r, alpha=-group["lr"])

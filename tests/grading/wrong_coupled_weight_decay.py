@@ -14,4 +14,5 @@ class LAMB(Correct):
         r = (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + group["eps"])
         w, u = layout.norm(param), layout.norm(r)
         trust = torch.where((w > 0) & (u > 0), w / u, torch.ones_like(w))
+        state["trust"].copy_(trust)  # the last ratio of each tensor, for plots
         param.add_(layout.expand(trust) * r, alpha=-group["lr"])

@@ -12,7 +12,8 @@ class LAMB(Correct):
         r = (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + group["eps"])
         r += group["weight_decay"] * param
         # WRONG (slow): one set of operations per parameter
-        for p, d in zip(layout.views(param), layout.views(r), strict=True):
+        trusts = layout.views(state["trust"])
+        for p, d, trust in zip(layout.views(param), layout.views(r), trusts, strict=True):
             w, u = p.norm(), d.norm()
-            trust = w / u if w > 0 and u > 0 else 1.0
-            p.add_(d, alpha=-group["lr"] * float(trust))
+            trust.copy_(w / u if w > 0 and u > 0 else 1.0)
+            p.add_(trust * d, alpha=-group["lr"])
