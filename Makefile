@@ -15,7 +15,8 @@ help:
 	@echo "make test     lint, unit tests, book build + browser checks, nbval on every notebook"
 	@echo "make execute  re-run every notebook in a fresh kernel and save its outputs (NB=name: one)"
 	@echo "make lab      open JupyterLab on book/"
-	@echo "make bench    time minioptim against torch.optim (python -m minioptim.bench)"
+	@echo "make bench    time minioptim against torch.optim: python -m minioptim.bench ARGS"
+	@echo "              (e.g. make bench ARGS='--scale 0.05 --suite host-overhead')"
 
 venv: $(STAMP)
 
@@ -55,7 +56,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab book/
 
 bench: $(STAMP)
-	$(PY) -m minioptim.bench
+	$(PY) -m minioptim.bench $(ARGS)
 
 clean:
 	rm -rf _build

@@ -1,72 +1,229 @@
-"""Smoke test of the benchmark: tiny sizes, one repeat; it checks the output, not speed."""
+"""Smoke tests of minioptim.bench, module by module: tiny sizes, one repeat. They check
+that every suite runs and writes well-formed records, never speed."""
 
 import json
 import math
+import runpy
+import sys
 
 import pytest
+import torch
 
 from minioptim import bench
+from minioptim.bench import (
+    baselines,
+    cases,
+    cli,
+    contenders,
+    measure,
+    memory,
+    report,
+    suites,
+    training,
+)
+
+SCALE = 0.0001
+FAST = measure.Timing("cpu", repeats=1, warmup=0, verbose=False)
 
 
 @pytest.fixture(scope="module")
-def rows():
-    return bench.run(scale=0.001, repeats=1, warmup=0, triad_elements=2**20, verbose=False)
+def records():
+    """Every optimizer on two sets (one made of matrices, for Muon), with the sweeps."""
+    return bench.run(
+        ("mixed", "few-large"),
+        suites=("steps", "zero-grad", "sweeps"),
+        scale=SCALE,
+        repeats=1,
+        warmup=0,
+        triad_elements=2**16,
+        verbose=False,
+    )
 
 
-def test_every_optimizer_set_and_contender_has_a_row(rows):
-    steps = {(r["set"], r["optimizer"], r["contender"]) for r in rows if r["kind"] == "step"}
+def of(records, kind):
+    return [r for r in records if r["kind"] == kind]
+
+
+# -- cases ------------------------------------------------------------------------------------
+
+
+def test_parameter_sets():
+    assert len(cases.convnet_shapes()) == 164
+    assert cases.numel(cases.convnet_shapes()) == pytest.approx(14.3e6, rel=0.01)
+    llm = cases.llm_shapes()
+    assert len(llm) == 292 and cases.numel(llm) == pytest.approx(355e6, rel=0.01)
+    assert all(cases.SETS[name].matrices for name in ("many-small", "few-large"))
+
+
+def test_scaled_keeps_matrices_and_tensor_count():
+    shapes = cases.scaled(cases.llm_shapes(), 0.01)
+    assert len(shapes) == 292
+    assert [len(s) for s in shapes] == [2 if len(s) == 2 else 1 for s in cases.llm_shapes()]
+    assert cases.numel(shapes) == pytest.approx(0.01 * 355e6, rel=0.05)
+    assert cases.scaled([(3, 3, 3)], 1e-9) == [(1,)]
+
+
+# -- contenders and baselines -----------------------------------------------------------------
+
+
+def test_every_optimizer_has_minioptim_and_torch_contenders():
+    assert set(contenders.OPTIMIZERS) == {"sgd", "adam", "adamw", "signsgd", "lion", "muon"}
+    for optimizer in contenders.OPTIMIZERS.values():
+        labels = [c.label for c in optimizer.contenders()]
+        assert labels[:2] == ["minioptim", "minioptim reference"]
+        assert any(c.torch for c in optimizer.contenders())
+    adam = contenders.OPTIMIZERS["adam"].contenders(reference=False, only=("fused",))
+    assert [c.label for c in adam] == ["minioptim", "torch fused"]
+
+
+@pytest.mark.parametrize("name", ["signsgd", "lion"])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_baselines_follow_minioptims_rule(name, foreach):
+    """The torch-ops baselines compute what minioptim computes (to float rounding)."""
+    shapes = [(5, 3), (7,), (1,)]
+    values = cases.random_tensors(shapes, 0, "cpu", torch.float64)
+    grads = cases.random_tensors(shapes, 1, "cpu", torch.float64)
+    record = contenders.OPTIMIZERS[name]
+    baseline = {"signsgd": baselines.Signum, "lion": baselines.Lion}[name]
+    mine, theirs = cases.make_params(values, grads), cases.make_params(values, grads)
+    a = record.minioptim(mine, impl="reference", **record.hyper)
+    b = baseline(theirs, **record.hyper, foreach=foreach)
+    for _ in range(3):
+        a.step()
+        b.step()
+    for p, q in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+# -- measure and memory -----------------------------------------------------------------------
+
+
+def test_round_robin_and_clocks():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    samples = measure.round_robin(fns, repeats=3, device="cpu")
+    assert calls == list("abcbcacab")  # the starting one rotates
+    for sample in samples.values():
+        assert 0 < sample.host_seconds <= sample.seconds
+
+
+def test_fit_overhead_recovers_a_line():
+    counts = [10, 100, 1000, 10_000]
+    fixed, per_tensor = measure.fit_overhead(counts, [120e-6 + 0.3e-6 * n for n in counts])
+    assert fixed == pytest.approx(120e-6) and per_tensor == pytest.approx(0.3e-6)
+
+
+def test_bandwidth_environment_and_memory():
+    found = measure.bandwidth("cpu", elements=2**14, repeats=2)
+    assert found["copy"] > 0 and found["triad"] > 0
+    env = measure.environment("cpu")
+    assert env["torch"] == torch.__version__ and env["device_name"] and env["date"]
+    params = cases.make_params(*(cases.random_tensors([(10,)], i, "cpu") for i in range(2)))
+    optimizer = torch.optim.Adam(params)
+    optimizer.step()
+    assert memory.state_bytes(optimizer) == 2 * 10 * 4 + 4  # exp_avg, exp_avg_sq; step
+    assert memory.peak_of(optimizer.step, "cpu") >= 0
+    assert memory.available_bytes("cpu") > 0
+
+
+# -- suites -----------------------------------------------------------------------------------
+
+
+def test_steps_cover_every_optimizer_set_and_contender(records):
+    found = {(r["set"], r["optimizer"], r["contender"]) for r in of(records, "step")}
     expected = {
-        (set_name, optimizer, contender)
-        for set_name in bench.SETS
-        for optimizer in bench.OPTIMIZERS
-        for contender in bench.contenders(optimizer)
+        (set_name, name, c.label)
+        for set_name in ("mixed", "few-large")
+        for name, optimizer in contenders.OPTIMIZERS.items()
+        if cases.SETS[set_name].matrices or not optimizer.matrices
+        for c in optimizer.contenders()
     }
-    assert steps == expected
-    zero = [r for r in rows if r["kind"] == "zero_grad"]
-    assert len(zero) == 4 * len(bench.SETS)
+    assert found == expected
+    assert len(of(records, "zero_grad")) == 4 * 2
 
 
-def test_times_are_finite_and_positive(rows):
-    timed = [r for r in rows if r["kind"] != "triad"]
-    assert timed
-    for row in timed:
-        assert math.isfinite(row["ms"]) and row["ms"] > 0, row
-    triad = [r for r in rows if r["kind"] == "triad"]
-    assert len(triad) == 1 and triad[0]["gbps"] > 0
+def test_step_records_are_well_formed(records):
+    assert of(records, "environment")[0]["device"] == "cpu"
+    assert of(records, "bandwidth")[0]["copy_gbps"] > 0
+    for r in of(records, "step"):
+        assert math.isfinite(r["ms"]) and r["ms"] > 0 and 0 < r["host_ms"] <= r["ms"], r
+        assert r["best_torch"] in {c.label for c in contenders.OPTIMIZERS[r["optimizer"]]
+                                   .contenders() if c.torch}  # fmt: skip
+        assert r["vs_torch"] > 0
+        assert math.isnan(r["gbps"]) == (r["optimizer"] == "muon")
 
 
-def test_sweeps_cover_both_axes(rows):
-    tensor_counts = {r["n_tensors"] for r in rows if r["kind"] == "sweep_tensors"}
-    sizes = {r["n_params"] for r in rows if r["kind"] == "sweep_size"}
-    assert len(tensor_counts) >= 3 and len(sizes) >= 3
-
-
-def test_state_is_as_large_as_torchs(rows):
-    state = {
-        (r["set"], r["optimizer"], r["contender"]): r["state_bytes"]
-        for r in rows
-        if r["kind"] == "step"
-    }
-    for set_name in bench.SETS:
-        for optimizer in ("sgd", "adam", "adamw"):
-            mine = state[set_name, optimizer, "minioptim fast"]
-            theirs = state[set_name, optimizer, "torch fused"]
+def test_state_is_as_large_as_torchs(records):
+    state = {(r["set"], r["optimizer"], r["contender"]): r["state_bytes"] for r in records
+             if r["kind"] == "step"}  # fmt: skip
+    for set_name in ("mixed", "few-large"):
+        for name in ("sgd", "adam", "adamw"):
+            mine, theirs = state[set_name, name, "minioptim"], state[set_name, name, "torch fused"]
             assert mine > 0 and mine == pytest.approx(theirs, rel=0.01)
 
 
-def test_files_and_table(rows, tmp_path):
-    written = bench.save(rows, tmp_path, meta=bench.environment("cpu"))
+def test_sweeps_cover_both_axes(records):
+    assert len({r["n_tensors"] for r in of(records, "sweep_tensors")}) >= 3
+    assert len({r["n_params"] for r in of(records, "sweep_size")}) >= 3
+
+
+def test_host_overhead_and_its_fit():
+    found = suites.host_overhead(contenders.OPTIMIZERS["adam"], FAST, counts=(10, 100), size=8)
+    host = of(found, "host")
+    assert {r["contender"] for r in host} == {"minioptim", "torch foreach", "torch fused"}
+    assert all(r["host_us"] > 0 for r in host) and {r["n_tensors"] for r in host} == {10, 100}
+    fits = of(found, "host_fit")
+    assert len(fits) == 3 and all(math.isfinite(r["per_tensor_us"]) for r in fits)
+
+
+def test_training_iterations_agree():
+    case = training.TrainingCase(width=16, layers=1, heads=2, vocab=32, context=8, batch=2)
+    found = training.suite(case, measure.Timing("cpu", repeats=2, warmup=0, verbose=False))
+    assert [r["contender"] for r in found] == ["minioptim", "torch foreach", "torch fused"]
+    losses = [r["loss"] for r in found]
+    assert all(r["ms"] > 0 and r["n_params"] > 0 for r in found)
+    assert losses == pytest.approx([losses[0]] * 3, rel=1e-4)  # the same training, 3 times
+
+
+def test_run_rejects_unknown_names():
+    for keyword in ("sets", "optimizers", "suites"):
+        with pytest.raises(ValueError, match="unknown"):
+            bench.run(**{keyword: ["tiny"]}, verbose=False)
+
+
+# -- report and command line ------------------------------------------------------------------
+
+
+def test_tables_files_and_plot(records, tmp_path):
+    more = records + suites.host_overhead(contenders.OPTIMIZERS["sgd"], FAST, counts=(1, 3))
+    written = bench.save(more, tmp_path, meta={"scale": SCALE})
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert len(saved["rows"]) == len(rows)
-    assert (tmp_path / "sweeps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "results.csv").exists() and len(written) == 3
-    table = bench.format_table(rows)
-    for name in (*bench.SETS, *bench.OPTIMIZERS, "zero_grad", "triad"):
+    assert len(saved["records"]) == len(more)
+    assert saved["meta"]["torch"] == torch.__version__ and saved["meta"]["date"]
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "results.csv").exists() and len(written) == 4
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.count("| few-large") == len(contenders.OPTIMIZERS)
+    table = report.format_table(more)
+    for name in (*contenders.OPTIMIZERS, "zero_grad", "copy", "host time", "us/tensor"):
         assert name in table
 
 
-def test_command_line_options():
-    args = bench.parse_args(["--sets", "mixed", "--scale", "0.01", "--no-plot", "--threads", "1"])
+def test_command_line(tmp_path, monkeypatch):
+    args = cli.parse_args(["--sets", "mixed", "--scale", "0.01", "--no-plot", "--threads", "1"])
     assert (args.sets, args.scale, args.no_plot, args.threads) == ("mixed", 0.01, True, 1)
-    with pytest.raises(ValueError, match="unknown"):
-        bench.run(["tiny"], verbose=False)
+    assert args.suite.split(",") == list(suites.SUITES)
+    monkeypatch.setattr(suites, "bandwidth", lambda device, elements: dict(copy=1e9, triad=1e9))
+    options = "--suite steps,sweeps --sets few-large --optimizers sgd --scale 0.001 --repeats 1"
+    cli.main([*options.split(), "--warmup", "0", "--no-plot", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert {r["kind"] for r in saved["records"]} == {"environment", "bandwidth", "step"}
+
+
+def test_module_runs(monkeypatch, capsys):
+    """``python -m minioptim.bench --help``, in this process."""
+    monkeypatch.setattr(sys, "argv", ["minioptim.bench", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("minioptim.bench", run_name="__main__")
+    help_text = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--suite" in help_text and "--device" in help_text

@@ -10,13 +10,14 @@ Run it as ``python -m minioptim.bench`` (or ``make bench``); ``--help`` lists th
 
 One module per responsibility:
 
-- :mod:`~minioptim.bench.cases`: what is optimized (parameter sets, a small transformer);
+- :mod:`~minioptim.bench.cases`: what is optimized (parameter sets);
 - :mod:`~minioptim.bench.contenders`: one record per optimizer, and the implementations
   that race (minioptim's, torch's for-loop, foreach and fused ones), with
   :mod:`~minioptim.bench.baselines` where torch has none (SignSGD, Lion);
 - :mod:`~minioptim.bench.measure`: clocks (device and host time, round-robin medians)
   and the copy and triad bandwidths; :mod:`~minioptim.bench.memory`: state and peaks;
-- :mod:`~minioptim.bench.suites`: the benchmarks, each returning records (dicts);
+- :mod:`~minioptim.bench.suites`: the benchmarks, each returning records (dicts), and
+  :mod:`~minioptim.bench.training`: the end-to-end one, a small transformer's iteration;
 - :mod:`~minioptim.bench.report`: tables, a plot and files;
 - :mod:`~minioptim.bench.cli`: the command line.
 

@@ -1,4 +1,4 @@
-"""What the benchmark optimizes: parameter sets, and a small transformer to train.
+"""What the benchmark optimizes: parameter sets.
 
 A parameter set is a list of shapes. The optimizers are element-wise (Muon excepted), so
 only the number of tensors and their sizes matter; Muon needs 2-d matrices, so sets made
@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 Shape = tuple[int, ...]
 
@@ -119,61 +118,3 @@ def make_params(values: list[torch.Tensor], grads: list[torch.Tensor]) -> list[t
         p.grad = grad.clone()
         params.append(p)
     return params
-
-
-# -- the training case ------------------------------------------------------------------------
-
-
-class TinyGPT(nn.Module):
-    """A small causal transformer language model: embeddings, pre-norm blocks, a head."""
-
-    def __init__(self, vocab: int, width: int, layers: int, heads: int, context: int) -> None:
-        super().__init__()
-        self.token = nn.Embedding(vocab, width)
-        self.position = nn.Parameter(torch.zeros(context, width))
-        block = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
-        )
-        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, vocab, bias=False)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        length = tokens.shape[1]
-        x = self.token(tokens) + self.position[:length]
-        mask = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device)
-        return self.head(self.norm(self.blocks(x, mask=mask, is_causal=True)))
-
-
-@dataclass(frozen=True)
-class TrainingCase:
-    """The size of the model and of its batches, for one ``scale``."""
-
-    width: int
-    layers: int = 8
-    heads: int = 8
-    vocab: int = 8192
-    context: int = 256
-    batch: int = 16
-
-    @classmethod
-    def at(cls, scale: float) -> TrainingCase:
-        """8 layers of width 512 at ``scale=1`` (33M parameters); narrower below.
-
-        The width (a multiple of the 8 heads, at least 16) shrinks with ``sqrt(scale)``,
-        so the number of parameters about like ``scale``, and so does the batch.
-        """
-        width = max(16, 8 * round(64 * math.sqrt(scale)))
-        return cls(width=width, batch=max(1, round(16 * scale)))
-
-    def model(self, seed: int, device: str) -> TinyGPT:
-        """The model, initialized the same for a given seed."""
-        torch.manual_seed(seed)
-        return TinyGPT(self.vocab, self.width, self.layers, self.heads, self.context).to(device)
-
-    def batch_of_tokens(self, seed: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random tokens and their next-token targets (the same for a given seed)."""
-        generator = torch.Generator().manual_seed(seed)
-        tokens = torch.randint(self.vocab, (self.batch, self.context + 1), generator=generator)
-        tokens = tokens.to(device)
-        return tokens[:, :-1], tokens[:, 1:]

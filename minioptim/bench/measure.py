@@ -13,8 +13,10 @@ from __future__ import annotations
 import datetime
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -27,6 +29,25 @@ class Sample(NamedTuple):
 
     seconds: float
     host_seconds: float
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where and how long to time: untimed ``warmup`` steps, then ``repeats`` rounds."""
+
+    device: str = "cpu"
+    repeats: int = 10
+    warmup: int = 2
+    seed: int = 0
+    verbose: bool = True
+
+    def say(self, message: str) -> None:
+        if self.verbose:
+            print(message, file=sys.stderr, flush=True)
+
+    def round_robin(self, fns: dict[str, Callable[[], Any]]) -> dict[str, Sample]:
+        """:func:`~minioptim.bench.measure.round_robin` with these settings."""
+        return round_robin(fns, self.repeats, self.device)
 
 
 def default_device() -> str:
@@ -74,16 +95,20 @@ def round_robin(
     warmed or evicted the caches), and a slow drift of the machine (clock, temperature,
     other processes) touches all of them alike.
     """
-    names = list(fns)
-    samples: dict[str, list[Sample]] = {name: [] for name in names}
-    for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(time_call(fns[name], device))
+    samples: dict[str, list[Sample]] = {name: [] for name in fns}
+    for name in rotations(list(fns), repeats):
+        samples[name].append(time_call(fns[name], device))
     return {
         name: Sample(*(summary(column) for column in zip(*calls, strict=True)))
         for name, calls in samples.items()
     }
+
+
+def rotations(names: list[str], rounds: int) -> Iterator[str]:
+    """``names`` in turn, ``rounds`` times, starting one further each round: a b c, b c a..."""
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        yield from names[shift:] + names[:shift]
 
 
 def bandwidth(device: str, elements: int = 2**26, repeats: int = 20) -> dict[str, float]:

@@ -56,7 +56,7 @@ def describe(records: list[Record]) -> str:
     """One line: the device, torch and the date of the run; the bandwidths found."""
     env, bw = _first(records, "environment"), _first(records, "bandwidth")
     line = (
-        f"{env.get('device_name', '?')} ({env.get('device', '?')}, {env.get('threads')} threads),"
+        f"{env.get('device_name', '?')} ({env.get('device', '?')}, threads={env.get('threads')}),"
         f" torch {env.get('torch', '?')}, {env.get('date', '?')}"
     )
     if bw:
@@ -182,12 +182,20 @@ def plot(records: list[Record], path: str | Path | None = None):
     return fig
 
 
+#: One colour per kind of contender, the same in every panel.
+COLORS = {"minioptim": "C0", "for-loop": "C1", "foreach": "C2", "fused": "C3", "reference": "C4"}
+
+
+def _color(label: str) -> str:
+    return COLORS.get(label.split()[-1], COLORS["minioptim"])
+
+
 def _lines(ax, records: list[Record], x: str, y: str, scale: float = 1.0) -> None:
     series: dict[str, list[tuple[float, float]]] = {}
     for r in records:
         series.setdefault(r["contender"], []).append((r[x], r[y] * scale))
     for label, points in series.items():
-        ax.plot(*zip(*sorted(points), strict=True), marker="o", label=label)
+        ax.plot(*zip(*sorted(points), strict=True), marker="o", label=label, color=_color(label))
     ax.set(xscale="log", yscale="log")
 
 
@@ -218,8 +226,13 @@ def _host(ax, records: list[Record]) -> None:
     host = _of(records, "host")
     name = "adam" if any(r["optimizer"] == "adam" for r in host) else host[0]["optimizer"]
     _lines(ax, [r for r in host if r["optimizer"] == name], "n_tensors", "host_us", 1e-3)
+    counts = sorted({r["n_tensors"] for r in host})
+    for fit in _of(records, "host_fit"):
+        if fit["optimizer"] == name:
+            line = [(fit["fixed_us"] + fit["per_tensor_us"] * n) * 1e-3 for n in counts]
+            ax.plot(counts, line, ":", color=_color(fit["contender"]))
     ax.set(xlabel=f"number of tensors of {host[0]['size']}", ylabel="host ms per step")
-    ax.set_title(f"{name}: host time of step()")
+    ax.set_title(f"{name}: host time of step() (dotted: fixed + per tensor)")
 
 
 def save(records: list[Record], out: str | Path, *, meta: dict, with_plot: bool = True):

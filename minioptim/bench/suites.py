@@ -7,7 +7,7 @@
 - ``host-overhead``: the host time of one ``step()`` on 10 to 10,000 small tensors, and
   the line ``fixed + per tensor`` through it.
 - ``training``: one iteration of a small transformer (zero_grad, forward, backward,
-  step) with minioptim's AdamW and torch's.
+  step) with minioptim's AdamW and torch's: :mod:`minioptim.bench.training`.
 
 Every contender of a comparison lives in the same process, gets its own copy of the same
 (seeded) parameters and gradients, and is timed round-robin with the others
@@ -17,53 +17,33 @@ suites time the optimizer, not a model (except ``training``).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import itertools
 import math
 import statistics
-import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 import minioptim
 
-from . import cases, memory
+from . import cases, memory, training
 from .cases import Shape, make_params, numel, random_tensors
 from .contenders import OPTIMIZERS, Contender, Optimizer
 from .measure import (
-    Sample,
+    Timing,
     bandwidth,
     default_device,
     environment,
     fit_overhead,
-    round_robin,
+    rotations,
     time_call,
 )
 
-Record = dict[str, Any]
+Record = dict[str, Any]  # one measurement: plain data, as written to JSON
 SUITES = ("steps", "zero-grad", "sweeps", "training", "host-overhead")
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Where and how long to time: untimed ``warmup`` steps, then ``repeats`` rounds."""
-
-    device: str = "cpu"
-    repeats: int = 10
-    warmup: int = 2
-    seed: int = 0
-    verbose: bool = True
-
-    def say(self, message: str) -> None:
-        if self.verbose:
-            print(message, file=sys.stderr, flush=True)
-
-    def round_robin(self, fns: dict[str, Callable[[], Any]]) -> dict[str, Sample]:
-        """:func:`~minioptim.bench.measure.round_robin` with these settings."""
-        return round_robin(fns, self.repeats, self.device)
 
 
 def build(contenders: list[Contender], values, grads, timing: Timing) -> dict[str, Any]:
@@ -94,9 +74,9 @@ def steps(
     shapes: list[Shape],
     optimizer: Optimizer,
     timing: Timing,
-    *,
     copy_gbps: float,
     dtype: torch.dtype = torch.float32,
+    *,
     reference: bool = True,
 ) -> list[Record]:
     """Time ``step()`` of every contender of ``optimizer`` on one parameter set.
@@ -182,7 +162,6 @@ def zero_grad(set_name: str, shapes: list[Shape], timing: Timing) -> list[Record
     ``set_to_none=True`` makes ``zero_grad`` almost free but moves work into the next
     backward, so the records hold both times and their sum.
     """
-    gc.collect()
     seed, device = timing.seed, timing.device
     values, grads, coefs = (random_tensors(shapes, seed + i, device) for i in range(3))
 
@@ -200,13 +179,10 @@ def zero_grad(set_name: str, shapes: list[Shape], timing: Timing) -> list[Record
         for _ in range(timing.warmup + 1):
             runner.zero_grad()
             runner.backward()
-    # one round-robin entry per runner: its zero_grad, then the backward that refills
-    samples = {label: ([], []) for label in runners}
-    for round_ in range(timing.repeats):
-        order = list(runners)[round_ % len(runners) :] + list(runners)[: round_ % len(runners)]
-        for label in order:
-            samples[label][0].append(time_call(runners[label].zero_grad, timing.device).seconds)
-            samples[label][1].append(time_call(runners[label].backward, timing.device).seconds)
+    samples = {label: ([], []) for label in runners}  # round-robin: zero_grad, then backward
+    for label in rotations(list(runners), timing.repeats):
+        samples[label][0].append(time_call(runners[label].zero_grad, timing.device).seconds)
+        samples[label][1].append(time_call(runners[label].backward, timing.device).seconds)
     n_params = numel(shapes)
     records = []
     for label, (zeros, backwards) in samples.items():
@@ -254,7 +230,6 @@ def sweep(
     records = []
     for n_tensors, n_params in points:
         shapes = [(n_params // n_tensors,)] * n_tensors
-        gc.collect()
         values = random_tensors(shapes, timing.seed, timing.device)
         grads = random_tensors(shapes, timing.seed + 1, timing.device)
         built = build(optimizer.contenders(reference=False), values, grads, timing)
@@ -293,7 +268,6 @@ def host_overhead(
     contenders = optimizer.contenders(reference=False, only=("foreach", "fused"))
     records = []
     for count in counts:
-        gc.collect()
         shapes = [(size,)] * count
         values = random_tensors(shapes, timing.seed, timing.device)
         grads = random_tensors(shapes, timing.seed + 1, timing.device)
@@ -327,64 +301,6 @@ def host_overhead(
     return records
 
 
-# -- training ---------------------------------------------------------------------------------
-
-
-class Trainer:
-    """A model, its optimizer and a fixed batch: one call is one training iteration.
-
-    On CUDA the forward pass runs under bfloat16 autocast, as one trains there; the loss
-    stays on the device (no ``.item()``, which would synchronize inside the timing).
-    """
-
-    def __init__(self, contender: Contender, case: cases.TrainingCase, timing: Timing) -> None:
-        self.model = case.model(timing.seed, timing.device)
-        self.optimizer = contender.build(list(self.model.parameters()))
-        self.inputs, self.targets = case.batch_of_tokens(timing.seed, timing.device)
-        self.device_type = torch.device(timing.device).type
-        self.loss = torch.tensor(math.nan)
-
-    def __call__(self) -> None:
-        self.optimizer.zero_grad()
-        with torch.autocast(self.device_type, torch.bfloat16, enabled=self.device_type == "cuda"):
-            logits = self.model(self.inputs)
-        self.loss = F.cross_entropy(logits.flatten(0, 1).float(), self.targets.flatten())
-        self.loss.backward()
-        self.optimizer.step()
-
-
-def training(case: cases.TrainingCase, timing: Timing) -> list[Record]:
-    """ms per training iteration with minioptim's AdamW and torch's fused and foreach
-    AdamW, each on its own copy of the same model and batch; and the loss each reaches
-    after the same number of iterations (they should agree to rounding)."""
-    gc.collect()
-    contenders = OPTIMIZERS["adamw"].contenders(reference=False, only=("foreach", "fused"))
-    trainers = {c.label: Trainer(c, case, timing) for c in contenders}
-    for trainer in trainers.values():
-        for _ in range(timing.warmup + 1):
-            trainer()
-    samples = timing.round_robin(trainers)
-    n_params = sum(p.numel() for p in trainers["minioptim"].model.parameters())
-    torch_labels = {c.label for c in contenders if c.torch}
-    best = min(s.seconds for label, s in samples.items() if label in torch_labels)
-    return [
-        dict(
-            kind="training",
-            contender=label,
-            width=case.width,
-            layers=case.layers,
-            batch=case.batch,
-            context=case.context,
-            n_params=n_params,
-            ms=sample.seconds * 1e3,
-            host_ms=sample.host_seconds * 1e3,
-            vs_torch=sample.seconds / best,
-            loss=float(trainers[label].loss),
-        )
-        for label, sample in samples.items()
-    ]
-
-
 # -- everything -------------------------------------------------------------------------------
 
 
@@ -406,59 +322,65 @@ def run(
     The first record (``kind="environment"``) says where and when; the second
     (``"bandwidth"``) holds the copy and triad bandwidths, measured first. ``steps`` runs
     every optimizer of ``optimizers`` on every set of ``sets`` in every dtype (Muon on
-    sets of matrices only); ``zero-grad`` runs on every set; ``sweeps`` and
-    ``host-overhead`` time Adam (or the first optimizer given; host-overhead: every
-    element-wise one); ``training`` is one case, shrunk with ``scale``.
+    sets of matrices only); ``zero-grad`` runs on every set; ``sweeps`` times Adam (or the
+    first element-wise optimizer given), ``host-overhead`` every element-wise one;
+    ``training`` is one case, shrunk with ``scale``.
     """
-    device = device or default_device()
     sets, optimizers, suites = list(sets), list(optimizers), list(suites)
     for names, known in ((sets, cases.SETS), (optimizers, OPTIMIZERS), (suites, SUITES)):
         unknown = set(names) - set(known)
         if unknown:
             raise ValueError(f"unknown {sorted(unknown)}; choose from {', '.join(known)}")
-    timing = Timing(device, repeats, warmup, verbose=verbose)
-    found = bandwidth(device, triad_elements)
-    timing.say(f"copy {found['copy'] / 1e9:.1f} GB/s, triad {found['triad'] / 1e9:.1f} GB/s")
-    records: list[Record] = [
-        dict(kind="environment", **environment(device), scale=scale, repeats=repeats),
-        dict(
-            kind="bandwidth",
-            copy_gbps=found["copy"] / 1e9,
-            triad_gbps=found["triad"] / 1e9,
-            elements=triad_elements,
-        ),
-    ]
-    for set_name in sets if {"steps", "zero-grad"} & set(suites) else ():
-        parameter_set = cases.SETS[set_name]
-        shapes = cases.scaled(parameter_set.shapes(), scale)
-        for name in optimizers if "steps" in suites else ():
-            optimizer = OPTIMIZERS[name]
-            if optimizer.matrices and not parameter_set.matrices:
-                continue  # Muon takes matrices only
-            for dtype in dtypes:
-                timing.say(f"{set_name}: {name} {dtype}")
-                records += steps(
-                    set_name,
-                    shapes,
-                    optimizer,
-                    timing,
-                    copy_gbps=found["copy"] / 1e9,
-                    dtype=getattr(torch, dtype),
-                )
-        if "zero-grad" in suites:
-            timing.say(f"{set_name}: zero_grad")
-            records += zero_grad(set_name, shapes, timing)
+    timing = Timing(device or default_device(), repeats, warmup, verbose=verbose)
     elementwise = [OPTIMIZERS[name] for name in optimizers if not OPTIMIZERS[name].matrices]
-    if "sweeps" in suites and elementwise:
-        main = OPTIMIZERS["adam"] if "adam" in optimizers else elementwise[0]
-        timing.say(f"sweeps: {main.name}")
-        records += sweep("sweep_tensors", main, tensor_count_points(scale), timing)
-        records += sweep("sweep_size", main, size_points(scale), timing)
-    if "training" in suites:
-        case = cases.TrainingCase.at(scale)
-        timing.say(f"training: {case}")
-        records += training(case, timing)
-    for optimizer in elementwise if "host-overhead" in suites else ():
-        timing.say(f"host overhead: {optimizer.name}")
-        records += host_overhead(optimizer, timing)
+    with frozen_heap():
+        found = bandwidth(timing.device, triad_elements)
+        copy_gbps = found["copy"] / 1e9
+        timing.say(f"copy {copy_gbps:.1f} GB/s, triad {found['triad'] / 1e9:.1f} GB/s")
+        records: list[Record] = [
+            dict(kind="environment", **environment(timing.device), scale=scale, repeats=repeats),
+            dict(
+                kind="bandwidth",
+                copy_gbps=copy_gbps,
+                triad_gbps=found["triad"] / 1e9,
+                elements=triad_elements,
+            ),
+        ]
+        for set_name in sets:
+            parameter_set = cases.SETS[set_name]
+            shapes = cases.scaled(parameter_set.shapes(), scale)
+            for name, dtype in itertools.product(optimizers if "steps" in suites else (), dtypes):
+                if OPTIMIZERS[name].matrices and not parameter_set.matrices:
+                    continue  # Muon takes matrices only
+                timing.say(f"{set_name}: {name} {dtype}")
+                dtype = getattr(torch, dtype)
+                records += steps(set_name, shapes, OPTIMIZERS[name], timing, copy_gbps, dtype)
+            if "zero-grad" in suites:
+                timing.say(f"{set_name}: zero_grad")
+                records += zero_grad(set_name, shapes, timing)
+        if "sweeps" in suites and elementwise:
+            main = OPTIMIZERS["adam"] if "adam" in optimizers else elementwise[0]
+            timing.say(f"sweeps: {main.name}")
+            records += sweep("sweep_tensors", main, tensor_count_points(scale), timing)
+            records += sweep("sweep_size", main, size_points(scale), timing)
+        if "training" in suites:
+            case = training.TrainingCase.at(scale)
+            timing.say(f"training: {case}")
+            records += training.suite(case, timing)
+        for optimizer in elementwise if "host-overhead" in suites else ():
+            timing.say(f"host overhead: {optimizer.name}")
+            records += host_overhead(optimizer, timing)
     return records
+
+
+@contextlib.contextmanager
+def frozen_heap():
+    """Collect garbage once, then leave every object that exists out of the collections
+    inside the block (:func:`gc.freeze`): with torch imported, a full collection takes a
+    good fraction of a second, and :func:`steps` collects before measuring memory."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
