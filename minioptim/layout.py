@@ -109,7 +109,7 @@ class Layout:
 
     def expand(self, per_param: torch.Tensor) -> torch.Tensor:
         """Broadcast one value per parameter back to the flat slice (the inverse of sum)."""
-        return per_param.repeat_interleave(self.sizes, output_size=self.numel)
+        return per_param.index_select(0, self.segment_ids)  # a gather: one kernel
 
     def by_shape(self, flat: torch.Tensor) -> list[tuple[torch.Size, range, torch.Tensor]]:
         """Same-shaped parameters as batched views: ``(shape, indices, tensor)`` per shape.
