@@ -24,7 +24,7 @@ def run_block(path: Path, index: int) -> dict:
 def test_api_page_adagrad_matches_torch_and_lars_matches_a_per_tensor_loop():
     ns = run_block(ROOT / "book" / "api.md", 0)
     assert_same_trajectory(
-        lambda ps: ns["Adagrad"](ps, lr=0.1, initial_accumulator_value=0.2),
+        lambda ps: ns["Adagrad"](ps, lr=0.1, initial=0.2),
         lambda ps: torch.optim.Adagrad(ps, lr=0.1, initial_accumulator_value=0.2, foreach=False),
         make_tensors(torch.float64),
         steps=15,
