@@ -130,10 +130,21 @@ const wide_math = Array.from(article.querySelectorAll("mjx-container[display='tr
 const wide_images = Array.from(article.querySelectorAll("img"))
   .filter((i) => i.getBoundingClientRect().right > window.innerWidth + 1)
   .map((i) => i.getAttribute("src"));
+// A figure squeezed to the screen's width but not to its height is distorted.
+const distorted = Array.from(article.querySelectorAll("img"))
+  .filter((i) => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0)
+  .filter((i) => {
+    const box = i.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0) return false;
+    const shown = box.width / box.height, natural = i.naturalWidth / i.naturalHeight;
+    return Math.abs(shown / natural - 1) > 0.02;
+  })
+  .map((i) => i.getAttribute("src"));
 return {
   wide_code: wide_code,
   wide_math: wide_math,
   wide_images: wide_images,
+  distorted_images: distorted,
   page_width: document.documentElement.scrollWidth,
   window_width: window.innerWidth,
 };
@@ -393,7 +404,8 @@ def test_page_shows_no_unexpected_errors(visit, page):
 @pytest.mark.parametrize("page", CONTENT_PAGES, ids=CONTENT_PAGE_IDS)
 def test_code_and_equations_fit_the_column(visit, page):
     """On a laptop nothing scrolls sideways: no code block, output or display equation
-    is wider than the column (tests/book/test_book_static.py checks the sources)."""
+    is wider than the column (tests/book/test_book_static.py checks the sources), and
+    no figure is stretched."""
     widths = visit(page).widths
     assert not widths["wide_code"], (
         f"{page.html}: code blocks wider than the column at {WINDOW_SIZE[0]} px:\n"
@@ -401,6 +413,10 @@ def test_code_and_equations_fit_the_column(visit, page):
     )
     assert not widths["wide_math"], (
         f"{page.html}: equations wider than the column: {widths['wide_math']}"
+    )
+    assert not widths["distorted_images"], (
+        f"{page.html}: images shown with another aspect ratio than they have: "
+        f"{widths['distorted_images']}"
     )
 
 
@@ -414,6 +430,10 @@ def test_page_fits_a_phone(phone_widths, page):
         f"{widths['window_width']} px phone screen"
     )
     assert not widths["wide_images"], f"{page.html}: images wider than a phone: {widths}"
+    assert not widths["distorted_images"], (
+        f"{page.html}: images shown with another aspect ratio than they have on a phone "
+        f"(a width shrunk to the screen, a height kept): {widths['distorted_images']}"
+    )
 
 
 class LinkChecker:
