@@ -31,7 +31,7 @@ class Adam(FusedOptimizer):
     Examples
     --------
     >>> model = torch.nn.Linear(4, 1)
-    >>> optimizer = minioptim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    >>> optimizer = minioptim.Adam(model.parameters(), lr=1e-3)
 
     References
     ----------

@@ -54,9 +54,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                 return ("velocity",)
 
             def update(self, group, param, grad, state, step):
-                v = state["velocity"]               # flat, like param; zeros at step 1
-                v.mul_(group["beta"]).add_(grad)    # v <- beta v + g
-                param.add_(v, alpha=-group["lr"])   # p <- p - lr v
+                v = state["velocity"]  # flat; zeros at step 1
+                v.mul_(group["beta"]).add_(grad)  # v <- beta v + g
+                param.add_(v, alpha=-group["lr"])  # p <- p - lr v
 
     A rule that needs the parameters' shapes (Muon, LAMB, per-tensor clipping) adds a
     ``layout`` argument: ``def update(self, group, param, grad, state, step, layout)``

@@ -1365,7 +1365,7 @@ def _classes(namespace: Any, classes: dict[str, type], names: list[str]) -> dict
 def grade(assignment: str, namespace: Any = None, /, **classes: type) -> None:
     """Grade your classes for ``assignment``: print the report; raise if a check fails.
 
-    >>> grade("assignment2", RMSprop=RMSprop, Adagrad=Adagrad)  # doctest: +SKIP
+    >>> grade("assignment2", RMSprop=RMSprop, Adagrad=Adagrad)
 
     After the report, raises :class:`GradingFailed` (a one-line ``AssertionError``, with
     the :class:`Report` as its ``report``) if any check failed. :func:`run` returns the

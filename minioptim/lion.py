@@ -38,7 +38,7 @@ class Lion(FusedOptimizer):
     Examples
     --------
     >>> model = torch.nn.Linear(4, 1)
-    >>> optimizer = minioptim.Lion(model.parameters(), lr=1e-4, weight_decay=0.1)
+    >>> optimizer = minioptim.Lion(model.parameters(), weight_decay=0.1)
 
     References
     ----------

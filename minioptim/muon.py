@@ -29,7 +29,8 @@ class Muon(FusedOptimizer):
     optimizer::
 
         hidden = [p for p in model.body.parameters() if p.ndim == 2]
-        others = [p for p in model.parameters() if all(p is not h for h in hidden)]
+        ids = {id(p) for p in hidden}
+        others = [p for p in model.parameters() if id(p) not in ids]
         muon = minioptim.Muon(hidden, lr=0.02)
         adamw = minioptim.AdamW(others, lr=3e-4)
         # each step: loss.backward(); muon.step(); adamw.step()
@@ -52,7 +53,7 @@ class Muon(FusedOptimizer):
 
     Examples
     --------
-    >>> weights = [torch.nn.Parameter(torch.randn(32, 16)) for _ in range(4)]
+    >>> weights = [torch.randn(32, 16, requires_grad=True)]
     >>> optimizer = minioptim.Muon(weights, lr=0.02)
 
     References

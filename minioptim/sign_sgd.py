@@ -35,7 +35,7 @@ class SignSGD(FusedOptimizer):
     Examples
     --------
     >>> model = torch.nn.Linear(4, 1)
-    >>> optimizer = minioptim.SignSGD(model.parameters(), lr=1e-3, momentum=0.9)
+    >>> optimizer = minioptim.SignSGD(model.parameters(), momentum=0.9)
 
     References
     ----------
