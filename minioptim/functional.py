@@ -198,9 +198,9 @@ def newton_schulz(
 
     .. math::
 
-        X_0 = G / \max(\lVert G \rVert_F, \epsilon), \qquad
-        A = X_k X_k^\top, \qquad
-        X_{k+1} = a X_k + (b A + c A^2)\, X_k
+        X_0 &= G / \max(\lVert G \rVert_F, \epsilon), \\
+        A &= X_k X_k^\top, \\
+        X_{k+1} &= a X_k + (b A + c A^2)\, X_k
 
     in bfloat16, on the wide orientation (rows <= columns). Each step maps every singular
     value :math:`\sigma` of :math:`X` to :math:`a\sigma + b\sigma^3 + c\sigma^5`; the
