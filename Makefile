@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 export JAX_PLATFORMS := cpu
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help venv book test unit notebooks lint execute lab bench clean
+.PHONY: help venv book test unit notebooks lint execute lab bench mutate clean
 
 help:
 	@echo "make book     build the HTML book into _build/html"
@@ -17,6 +17,9 @@ help:
 	@echo "make lab      open JupyterLab on book/"
 	@echo "make bench    time minioptim against torch.optim: python -m minioptim.bench ARGS"
 	@echo "              (e.g. make bench ARGS='--scale 0.05 --suite host-overhead')"
+	@echo "make mutate   mutation testing: apply scripts/mutants.py to a copy of minioptim,"
+	@echo "              run the fast library tests on each, print the score and survivors"
+	@echo "              (not part of make test; ARGS='-k adopt' or ARGS='--jobs 1')"
 
 venv: $(STAMP)
 
@@ -57,6 +60,10 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m minioptim.bench $(ARGS)
+
+# Not part of `make test`: minutes of CPU (2 workers; see scripts/mutate.py)
+mutate: $(STAMP)
+	$(PY) -m scripts.mutate $(ARGS)
 
 clean:
 	rm -rf _build

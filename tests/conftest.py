@@ -6,14 +6,24 @@ import torch
 DTYPES = [torch.float32, torch.float64]
 IMPLS = ["reference", "fast"]
 
-# Tolerances per (impl, dtype) against torch.optim's for-loop. The reference path repeats
-# its operations and is bit-identical (rtol = atol = 0); the fast path runs torch's fused
-# kernels, which compute in a different order, so it agrees to float rounding.
+# Tolerances per (impl, dtype) against torch.optim's for-loop on the CPU. The reference
+# path repeats its operations and is bit-identical (rtol = atol = 0); the fast path runs
+# torch's fused kernels, which compute in a different order, so it agrees to float
+# rounding. Measured over every test that uses them (12-30 steps; 3,500 hypothesis
+# problems with lr up to 0.5; an AVX-512 CPU): the largest |ours - reference| used 0.50 of
+# the float32 bound and 0.34 of the float64 bound below: each is 2-3x the agreement.
 TOLERANCES = {
     ("reference", torch.float32): dict(rtol=0, atol=0),
     ("reference", torch.float64): dict(rtol=0, atol=0),
-    ("fast", torch.float32): dict(rtol=1e-5, atol=1e-6),
-    ("fast", torch.float64): dict(rtol=1e-12, atol=1e-14),
+    ("fast", torch.float32): dict(rtol=3e-6, atol=3e-7),
+    ("fast", torch.float64): dict(rtol=1e-13, atol=1e-15),
+}
+
+# On accelerators the kernels themselves differ from the CPU's (fused CUDA kernels, other
+# reduction orders in matmuls), so device tests keep the looser bounds.
+ACCELERATOR_TOLERANCES = {
+    torch.float32: dict(rtol=1e-5, atol=1e-6),
+    torch.float64: dict(rtol=1e-12, atol=1e-14),
 }
 
 

@@ -10,23 +10,24 @@ import torch
 class PlainSignSGD(torch.optim.Optimizer):
     """signSGD / Signum: m = beta m + (1 - beta) g, p <- p (1 - lr wd) - lr sign(u)."""
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, maximize=False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, wd=weight_decay, max=maximize))
+    def __init__(self, params, lr=1e-3, momentum=0.0, weight_decay=0.0, maximize=False):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            lr, beta = group["lr"], group["momentum"]
+            lr, beta, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = -p.grad if group["max"] else p.grad
+                g = -p.grad if group["maximize"] else p.grad
                 u = g
                 if beta > 0:
                     state = self.state[p]
                     m = state.get("momentum_buffer", torch.zeros_like(p))
                     state["momentum_buffer"] = u = beta * m + (1 - beta) * g
-                p.copy_(p * (1 - lr * group["wd"]) - lr * torch.sign(u))
+                p.copy_(p * (1 - lr * wd) - lr * torch.sign(u))
 
 
 class PlainLion(torch.optim.Optimizer):
@@ -36,20 +37,21 @@ class PlainLion(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False):
-        super().__init__(params, dict(lr=lr, betas=betas, wd=weight_decay, max=maximize))
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            lr, (beta1, beta2) = group["lr"], group["betas"]
+            lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = -p.grad if group["max"] else p.grad
+                g = -p.grad if group["maximize"] else p.grad
                 state = self.state[p]
                 m = state.get("exp_avg", torch.zeros_like(p))
                 c = beta1 * m + (1 - beta1) * g
-                p.copy_(p - lr * (torch.sign(c) + group["wd"] * p))
+                p.copy_(p - lr * (torch.sign(c) + wd * p))
                 state["exp_avg"] = beta2 * m + (1 - beta2) * g
 
 

@@ -105,6 +105,57 @@ def test_state_dict_has_torch_format(name):
         for key, value in entry.items():
             assert mine["state"][index][key].dtype == value.dtype
             assert mine["state"][index][key].shape == value.shape
+            # values too (the default fast path: float64 rounding apart)
+            torch.testing.assert_close(mine["state"][index][key], value, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_step_counters_have_torch_dtype_under_a_float64_default(name):
+    """torch.optim keeps state['step'] in the default dtype when that is float64."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        nets = model(), model()
+        ours = make(minioptim, name, nets[0].parameters())
+        theirs = make(torch.optim, name, nets[1].parameters())
+        for net, optimizer in zip(nets, (ours, theirs), strict=True):
+            train(net, optimizer, 2)
+        steps = ours.buckets[0][0].steps
+        assert steps.dtype == torch.float64
+        for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+            if "step" in theirs.state[q]:
+                assert ours.state[p]["step"].dtype == theirs.state[q]["step"].dtype
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_adamw_loading_an_adam_state_dict_keeps_decoupled_decay_as_torch():
+    """torch.optim.AdamW.__setstate__ forces decoupled_weight_decay=True on a loaded state
+    dict (even one saved by Adam); minioptim.AdamW must too, and go on the same way."""
+    results = []
+    for library in (minioptim, torch.optim):
+        net = model()
+        source = build(library, "Adam", net.parameters(), lr=0.01, weight_decay=0.1)
+        train(net, source, 3)
+        target = build(library, "AdamW", net.parameters(), lr=0.01, weight_decay=0.1)
+        target.load_state_dict(save_and_load(source.state_dict()))
+        assert target.param_groups[0]["decoupled_weight_decay"] is True
+        train(net, target, 3, start=3)
+        results.append(net)
+    assert_same(*results)
+
+
+def test_loading_state_of_another_shape_with_as_many_elements_raises():
+    """A checkpoint of a model whose weight is transposed (6 x 5 instead of 5 x 6)."""
+    optimizer = minioptim.Adam(model().parameters(), lr=0.01)
+    other = model()
+    other[0].weight.data = other[0].weight.detach().t().contiguous()  # 5 x 6
+    other_optimizer = minioptim.Adam(other.parameters(), lr=0.01)
+    for p in other.parameters():
+        p.grad = torch.ones_like(p)
+    other_optimizer.step()
+    with pytest.raises(ValueError, match="another model"):
+        optimizer.load_state_dict(other_optimizer.state_dict())
 
 
 def test_state_dict_is_a_snapshot_not_a_live_view():
@@ -179,18 +230,21 @@ def test_add_param_group_after_construction_matches_torch(name):
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_a_naive_flat_buffer_optimizer_ignores_loaded_state(name, monkeypatch):
-    """Without copying loaded state into the flat buffers, a resumed run diverges."""
-    monkeypatch.setattr(minioptim.flat.FlatBuffer, "adopt", lambda self, *args: None)
-    net = model()
-    optimizer = make(minioptim, name, net.parameters())
-    train(net, optimizer, 5)
-    restored_net = copy.deepcopy(net)
-    restored = make(minioptim, name, restored_net.parameters())
-    restored.load_state_dict(save_and_load(optimizer.state_dict()))
-    train(net, optimizer, 5, start=5)
-    train(restored_net, restored, 5, start=5)
-    assert not torch.equal(net[0].weight, restored_net[0].weight)
+def test_loaded_state_is_adopted_where_a_naive_flat_buffer_ignores_it(name, monkeypatch):
+    """minioptim resumes exactly; without copying loaded state into the flat buffers (a
+    naive flat buffer), the resumed run diverges."""
+    for naive in (False, True):
+        if naive:
+            monkeypatch.setattr(minioptim.flat.FlatBuffer, "adopt", lambda self, *args: None)
+        net = model()
+        optimizer = make(minioptim, name, net.parameters())
+        train(net, optimizer, 5)
+        restored_net = copy.deepcopy(net)
+        restored = make(minioptim, name, restored_net.parameters())
+        restored.load_state_dict(save_and_load(optimizer.state_dict()))
+        train(net, optimizer, 5, start=5)
+        train(restored_net, restored, 5, start=5)
+        assert torch.equal(net[0].weight, restored_net[0].weight) is not naive
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))

@@ -10,7 +10,7 @@ step(); parameters alias the buffer with storages of their own on the device too
 import pytest
 import torch
 from cases import CASES
-from conftest import TOLERANCES
+from conftest import ACCELERATOR_TOLERANCES
 
 import minioptim
 from minioptim.testing import assert_same_trajectory, leaf_copies
@@ -33,7 +33,7 @@ def test_matches_reference_on_cuda(case, impl, dtype):
         on_cuda(case.tensors(dtype)),
         steps=12,
         gradients="fresh",
-        **TOLERANCES["fast", dtype],
+        **ACCELERATOR_TOLERANCES[dtype],
     )
 
 

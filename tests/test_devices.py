@@ -8,6 +8,8 @@ import io
 
 import pytest
 import torch
+from cases import CASES
+from conftest import ACCELERATOR_TOLERANCES
 from torch import nn
 
 import minioptim
@@ -25,23 +27,21 @@ DEVICES = ["cpu", *ACCELERATORS]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "SignSGD"])
-def test_matches_reference_on_device(device, name):
-    options = dict(lr=0.01, weight_decay=0.01)
-    if name == "SGD":
-        options["momentum"] = 0.9
-    tensors = [torch.randn(7, device=device), torch.randn(4, 5, device=device)]
-    if name == "SignSGD":  # no torch counterpart: the reference path is the reference
-        reference = lambda ps: minioptim.SignSGD(ps, impl="reference", **options)  # noqa: E731
-    else:
-        reference = lambda ps: getattr(torch.optim, name)(ps, foreach=False, **options)  # noqa: E731
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_matches_reference_on_device(device, case):
+    """Every optimizer of the registry against its independent reference (torch.optim or
+    the per-tensor definition) on the device, with the default (fast) path."""
+    tolerance = (
+        case.tolerance("fast", torch.float32)
+        if device == "cpu"
+        else ACCELERATOR_TOLERANCES[torch.float32]
+    )
     assert_same_trajectory(
-        lambda ps: getattr(minioptim, name)(ps, **options),
-        reference,
-        tensors,
+        lambda ps: case.ours(ps),
+        case.theirs,
+        [t.to(device) for t in case.tensors(torch.float32)],
         steps=10,
-        rtol=1e-5,
-        atol=1e-6,
+        **tolerance,
     )
 
 

@@ -2,13 +2,15 @@
 
 Every test runs both optimizers side by side for 12 steps on a 0-d, 1-d, 2-d, 4-d and a
 non-contiguous parameter with identical random gradients, and compares parameters and
-state after every step (tolerances in conftest.TOLERANCES).
+state after every step (tolerances in conftest.TOLERANCES). Half precision, per optimizer
+with measured tolerances, is in test_registry.py.
 """
 
 import itertools
 
 import pytest
 import torch
+from cases import CASES, assert_same_trajectory_by_dtype
 from conftest import TOLERANCES, make_tensors
 
 import minioptim
@@ -95,22 +97,21 @@ def test_param_groups_match_torch(name, defaults, dtype, impl):
     )
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
-def test_mixed_dtypes_get_one_bucket_each_and_keep_their_dtype(name, impl):
-    tensors = make_tensors(torch.float32)[:3] + make_tensors(torch.float64, seed=1)[:3]
-    options = dict(lr=0.01, momentum=0.9) if name == "SGD" else dict(lr=0.01)
-    optimizer = getattr(minioptim, name)(
-        [t.clone().requires_grad_() for t in tensors], impl=impl, **options
-    )
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_mixed_dtypes_get_one_bucket_each_and_keep_their_dtype(case, impl):
+    """float32 and float64 parameters in one group: two buckets, each compared with the
+    reference at its own dtype's tolerance."""
+    tensors = case.tensors(torch.float32)[:3] + case.tensors(torch.float64, seed=1)[:3]
+    optimizer = case.ours([t.clone().requires_grad_() for t in tensors], impl)
     assert [b.dtype for b in optimizer.buckets[0]] == [torch.float32, torch.float64]
     for p, t in zip(optimizer.param_groups[0]["params"], tensors, strict=True):
         assert p.dtype == t.dtype
-    assert_same_trajectory(
-        lambda ps: getattr(minioptim, name)(ps, impl=impl, **options),
-        lambda ps: getattr(torch.optim, name)(ps, foreach=False, **options),
+    assert_same_trajectory_by_dtype(
+        lambda ps: case.ours(ps, impl),
+        case.theirs,
         tensors,
+        tolerance=lambda dtype: case.tolerance(impl, dtype),
         steps=STEPS,
-        **TOLERANCES[impl, torch.float32],
     )
 
 
@@ -154,24 +155,4 @@ def test_hyperparameters_are_read_at_every_step():
         make_tensors(torch.float64),
         steps=STEPS,
         **TOLERANCES["fast", torch.float64],
-    )
-
-
-@pytest.mark.parametrize("low", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
-@pytest.mark.parametrize(
-    "name, options",
-    [("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.01)), ("Adam", {}), ("AdamW", {})],
-)
-def test_half_precision_parameters_match_torch(name, options, low, impl):
-    """Half-precision arithmetic rounds differently in vectorized and scalar loops (and the
-    fast path computes in float32 inside the kernel, as torch's fused=True does), so both
-    paths agree with torch's for-loop to a few units in the last place of the dtype."""
-    ulps = 4 * torch.finfo(low).eps
-    assert_same_trajectory(
-        lambda ps: getattr(minioptim, name)(ps, impl=impl, **dict(options, lr=0.01)),
-        lambda ps: getattr(torch.optim, name)(ps, foreach=False, **dict(options, lr=0.01)),
-        [t.to(low) for t in make_tensors(torch.float32)],
-        steps=STEPS,
-        rtol=ulps,
-        atol=ulps,
     )

@@ -1,20 +1,22 @@
 """Property-based tests: random shapes, dtypes, groups, hyper-parameters and step counts.
 
-Whatever hypothesis draws, minioptim must follow torch.optim (foreach=False) step by step.
+Whatever hypothesis draws, every optimizer of the registry (cases.py: SGD, Adam, AdamW,
+SignSGD, Lion, Muon) must follow its reference step by step, each tensor at its own
+dtype's tolerance (bit-identical on the reference path where the case is exact).
 """
 
 import itertools
 import os
 
 import torch
-from conftest import TOLERANCES
+from cases import BY_NAME, assert_same_trajectory_by_dtype
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import minioptim
-from minioptim.testing import assert_same_trajectory, random_gradient
+from minioptim.testing import random_gradient
 
 shapes = st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple)
+matrix_shapes = st.tuples(st.integers(1, 4), st.integers(1, 4))
 dtypes = st.sampled_from([torch.float32, torch.float64])
 learning_rates = st.floats(1e-4, 0.5)
 coefficients = st.floats(0.0, 0.99)
@@ -47,17 +49,58 @@ def adam_options(draw):
     )
 
 
-OPTIONS = {"SGD": sgd_options(), "Adam": adam_options(), "AdamW": adam_options()}
+@st.composite
+def sign_sgd_options(draw):
+    return dict(
+        lr=draw(learning_rates),
+        momentum=draw(st.sampled_from([0.0, draw(coefficients)])),
+        weight_decay=draw(weight_decays),
+        maximize=draw(st.booleans()),
+    )
+
+
+@st.composite
+def lion_options(draw):
+    return dict(
+        lr=draw(learning_rates),
+        betas=(draw(coefficients), draw(coefficients)),
+        weight_decay=draw(weight_decays),
+        maximize=draw(st.booleans()),
+    )
+
+
+@st.composite
+def muon_options(draw):
+    return dict(
+        lr=draw(learning_rates),
+        weight_decay=draw(weight_decays),
+        momentum=draw(coefficients),
+        nesterov=draw(st.booleans()),
+        ns_steps=draw(st.integers(0, 5)),
+        adjust_lr_fn=draw(st.sampled_from([None, "original", "match_rms_adamw"])),
+    )
+
+
+OPTIONS = {
+    "SGD": sgd_options(),
+    "Adam": adam_options(),
+    "AdamW": adam_options(),
+    "SignSGD": sign_sgd_options(),
+    "Lion": lion_options(),
+    "Muon": muon_options(),
+}
+assert OPTIONS.keys() == BY_NAME.keys(), "every optimizer of the registry gets a strategy"
 
 
 @st.composite
 def problems(draw):
-    """Tensors of random shapes and dtypes in 1-3 groups with their own options, and the
-    (step, tensor) pairs that get no gradient."""
+    """An optimizer, tensors of random shapes and dtypes (2-d for Muon) in 1-3 groups with
+    their own options, and the (step, tensor) pairs that get no gradient."""
     name = draw(st.sampled_from(list(OPTIONS)))
+    shape = matrix_shapes if name == "Muon" else shapes
     tensors = [
-        torch.randn(shape, dtype=draw(dtypes), generator=torch.Generator().manual_seed(i))
-        for i, shape in enumerate(draw(st.lists(shapes, min_size=1, max_size=6)))
+        torch.randn(s, dtype=draw(dtypes), generator=torch.Generator().manual_seed(i))
+        for i, s in enumerate(draw(st.lists(shape, min_size=1, max_size=6)))
     ]
     cuts = (
         sorted(draw(st.sets(st.integers(1, len(tensors) - 1), max_size=2)))
@@ -78,8 +121,9 @@ def problems(draw):
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(problems())
-def test_random_problems_follow_torch(problem):
+def test_random_problems_follow_the_reference(problem):
     name, tensors, bounds, group_options, missing, steps, impl = problem
+    case = BY_NAME[name]
 
     def gradient(step, index, param, generator):
         """Random, except None (no gradient this step) for the drawn (step, index) pairs."""
@@ -91,13 +135,11 @@ def test_random_problems_follow_torch(problem):
             for (a, b), options in zip(itertools.pairwise(bounds), group_options, strict=True)
         ]
 
-    tolerance = TOLERANCES[impl, torch.float32]  # the looser one: some tensors may be float32
-    assert_same_trajectory(
-        lambda ps: getattr(minioptim, name)(groups(ps), impl=impl),
-        lambda ps: getattr(torch.optim, name)(groups(ps), foreach=False),
+    assert_same_trajectory_by_dtype(
+        lambda ps: case.ours(groups(ps), impl),
+        lambda ps: case.theirs(groups(ps)),
         tensors,
+        tolerance=lambda dtype: case.tolerance(impl, dtype),
         steps=steps,
         gradient=gradient,
-        rtol=tolerance["rtol"],
-        atol=tolerance["atol"],
     )

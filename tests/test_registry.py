@@ -2,9 +2,13 @@
 
 Each test runs minioptim and the reference side by side on the same parameters and
 gradients for many steps and compares parameters and state after every step, with the
-case's measured tolerance (bit-identical where the paths repeat the same operations).
+case's measured tolerance (bit-identical where the paths repeat the same operations):
+in float32 and float64, in half precision, with in-place and fresh gradients, with param
+groups and a scheduler, through checkpoints with unequal per-parameter step counts both
+ways, with tensor hyper-parameters, and on buffers larger than a fast-path block.
 """
 
+import inspect
 import io
 
 import pytest
@@ -12,6 +16,7 @@ import torch
 from cases import CASES, EXACT
 from conftest import TOLERANCES
 
+import minioptim
 from minioptim.testing import assert_same_trajectory, leaf_copies, random_gradient
 
 STEPS = 12
@@ -64,11 +69,13 @@ def test_param_groups_and_a_scheduler(case, impl):
     )
 
 
-def skipping_gradient(step, index, param, gen):
-    """Parameter 0 gets no gradient on steps 1-3 and parameter 1 none on odd steps, so
-    the parameters' step counts differ when the checkpoint is taken."""
+def skipping_gradient(step, index, param, gen, count):
+    """Parameter 0 gets no gradient on steps 1-3, parameter 1 none on odd steps and the
+    last one none before step 7, so at the checkpoint (after step 6) the step counts are
+    3, 3, 6, ..., 6, 0."""
     grad = random_gradient(step, index, param, gen)
-    if (index == 0 and step <= 3) or (index == 1 and step % 2 == 1):
+    late = index == count - 1 and step <= 6
+    if (index == 0 and step <= 3) or (index == 1 and step % 2 == 1) or late:
         return None
     return grad
 
@@ -77,8 +84,14 @@ def run(optimizer, params, steps, start, seed=0):
     gen = torch.Generator().manual_seed(seed + start)
     for step in range(start, start + steps):
         for index, p in enumerate(params):
-            p.grad = skipping_gradient(step, index, p, gen)
+            p.grad = skipping_gradient(step, index, p, gen, len(params))
         optimizer.step()
+
+
+def checkpoint_tensors(case, dtype):
+    """The case's tensors and two more of shapes already there: the buffer orders
+    parameters by shape, so its order differs from the parameters' (state_dict's)."""
+    return case.tensors(dtype) + case.tensors(dtype, seed=1)[:2]
 
 
 def through_a_file(state_dict):
@@ -100,9 +113,10 @@ def assert_state_equal(ours, theirs, params_ours, params_theirs, tolerance):
 
 @by_id
 def test_checkpoint_with_unequal_step_counts_resumes_like_the_reference(case, impl):
-    """Save after parameters skipped different numbers of steps, load into a fresh
-    optimizer, go on: state (step included) and parameters must follow the reference."""
-    tensors = case.tensors(torch.float64)
+    """Save after parameters skipped different numbers of steps (one has none yet), load
+    into a fresh optimizer, go on: state (step included) and parameters must follow the
+    reference."""
+    tensors = checkpoint_tensors(case, torch.float64)
     tolerance = case.tolerance(impl, torch.float64)
     ours_params, their_params = leaf_copies(tensors), leaf_copies(tensors)
     ours, theirs = case.ours(ours_params, impl), case.theirs(their_params)
@@ -123,6 +137,7 @@ def test_checkpoint_with_unequal_step_counts_resumes_like_the_reference(case, im
         run(reference, continued, 6, start=7)
         for p, q in zip(restored_params, continued, strict=True):
             torch.testing.assert_close(p, q, **tolerance, msg=f"resumed from {source}")
+        assert_state_equal(restored, reference, restored_params, continued, tolerance)
     if case.torch_format:  # and torch.optim resumes from ours
         reference = case.theirs(leaf_copies(their_params))
         reference.load_state_dict(through_a_file(ours.state_dict()))
@@ -145,6 +160,70 @@ def test_a_one_element_tensor_lr_works_as_in_torch(case, impl):
     )
     with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
         case.ours(leaf_copies(case.tensors(torch.float32)), impl, lr=torch.tensor([0.1, 0.2]))
+
+
+@by_id
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=["float64", "float16"])
+def test_tensor_betas_work_as_in_torch(case, impl, dtype):
+    """1-element tensor betas (float32), as torch.optim accepts, on float64 and float16
+    parameters (torch moves a tensor beta1 to the parameter's dtype for the first moment).
+
+    In float64 torch's for-loop computes the bias corrections of float32 tensor betas in
+    float32 (the reference path does the same: bit-identical); the fused kernels take the
+    betas as Python floats and compute them in float64, so the fast path agrees to float32
+    rounding (measured: 3.4e-10 relative)."""
+    signature = inspect.signature(getattr(minioptim, case.name))
+    if "betas" not in signature.parameters:
+        pytest.skip(f"{case.name} has no betas")
+    if reason := case.half_reason(dtype) if dtype == torch.float16 else None:
+        pytest.skip(reason)
+    betas = case.options.get("betas", signature.parameters["betas"].default)
+    tensor_betas = tuple(torch.tensor([beta]) for beta in betas)
+    their_betas = tensor_betas if case.torch_format else tuple(b.item() for b in tensor_betas)
+    if dtype == torch.float64 and impl == "fast":
+        tolerance = case.tolerance(impl, torch.float32)
+    else:
+        tolerance = case.tolerance(impl, dtype)
+    assert_same_trajectory(
+        lambda ps: case.ours(ps, impl, betas=tensor_betas),
+        lambda ps: case.theirs(ps, betas=their_betas),
+        [t.to(dtype) for t in case.tensors(torch.float64)],
+        steps=STEPS,
+        **tolerance,
+    )
+
+
+@by_id
+@pytest.mark.parametrize("low", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_matches_reference(case, impl, low):
+    """Half-precision parameters, with the case's measured slack (cases.py): Adam, AdamW,
+    SignSGD and Muon are bit-identical to their references, SGD within an ulp or two
+    (half-precision arithmetic rounds differently in vectorized and scalar loops)."""
+    if reason := case.half_reason(low):
+        pytest.skip(reason)
+    assert_same_trajectory(
+        lambda ps: case.ours(ps, impl),
+        case.theirs,
+        [t.to(low) for t in case.tensors(torch.float32)],
+        steps=STEPS,
+        **case.tolerance(impl, low),
+    )
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name != "Muon"], ids=lambda c: c.id)
+def test_fast_path_covers_buffers_larger_than_a_block(case):
+    """The blocked fast paths (SignSGD, Lion) must update every element, including a
+    partial last block; the fused kernels (SGD, Adam) take any size."""
+    size = 2 * minioptim.functional.BLOCK + 123
+    gen = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(size, generator=gen, dtype=torch.float64), torch.randn(17)]
+    assert_same_trajectory(
+        lambda ps: case.ours(ps, "fast"),
+        case.theirs,
+        [tensors[0], tensors[1].double()],
+        steps=3,
+        **case.tolerance("fast", torch.float64),
+    )
 
 
 def test_the_registry_covers_every_optimizer():

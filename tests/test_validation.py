@@ -10,6 +10,10 @@ def params():
     return [torch.zeros(3, requires_grad=True)]
 
 
+def matrix():
+    return [torch.zeros(3, 2, requires_grad=True)]
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -21,7 +25,10 @@ def params():
             lambda: minioptim.SGD(params(), lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
             "nesterov",
         ),
+        (lambda: minioptim.SGD(params(), lr=float("nan")), "lr must be >= 0"),
+        (lambda: minioptim.SGD(params(), lr=torch.tensor([1])), "floating point"),
         (lambda: minioptim.Adam(params(), lr=-1e-3), "lr"),
+        (lambda: minioptim.Adam(params(), betas=(0.9, 0.99, 0.999)), "pair"),
         (lambda: minioptim.Adam(params(), eps=-1e-8), "eps"),
         (lambda: minioptim.Adam(params(), betas=(1.0, 0.999)), r"betas\[0\]"),
         (lambda: minioptim.Adam(params(), betas=(0.9, -0.1)), r"betas\[1\]"),
@@ -30,6 +37,13 @@ def params():
         (lambda: minioptim.SignSGD(params(), lr=-1.0), "lr"),
         (lambda: minioptim.SignSGD(params(), momentum=1.0), "momentum"),
         (lambda: minioptim.SignSGD(params(), momentum=-0.1), "momentum"),
+        (lambda: minioptim.Lion(params(), betas=(0.9, 1.0)), r"betas\[1\]"),
+        (lambda: minioptim.Lion(params(), betas=(0.9,)), "pair"),
+        (lambda: minioptim.Muon([torch.zeros(2, 3, 4, requires_grad=True)]), "2-d"),
+        (lambda: minioptim.Muon([torch.zeros(3, requires_grad=True)]), "2-d"),
+        (lambda: minioptim.Muon(matrix(), adjust_lr_fn="match_rms"), "adjust_lr_fn"),
+        (lambda: minioptim.Muon(matrix(), ns_steps=100), "ns_steps"),
+        (lambda: minioptim.Muon(matrix(), ns_coefficients=(1.0, 2.0)), "ns_coefficients"),
         (lambda: minioptim.Adam([{"params": params(), "lr": -1.0}]), "lr"),
         (lambda: minioptim.Adam(params(), impl="turbo"), "impl"),
         (lambda: minioptim.Adam(params(), differentiable=True), "differentiable"),
@@ -72,9 +86,10 @@ def test_a_single_tensor_or_a_group_with_a_set_is_rejected():
         minioptim.Adam([{"params": {torch.zeros(3, requires_grad=True)}}])
 
 
-def test_non_numeric_hyperparameter_raises_type_error():
+@pytest.mark.parametrize("value", ["0.1", True, None], ids=["str", "bool", "None"])
+def test_non_numeric_hyperparameter_raises_type_error(value):
     with pytest.raises(TypeError, match="lr must be a number"):
-        minioptim.SGD(params(), lr="0.1")
+        minioptim.SGD(params(), lr=value)
 
 
 def test_rejected_param_group_is_not_added():

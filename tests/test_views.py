@@ -99,3 +99,59 @@ def test_step_cost_does_not_grow_with_the_number_of_tensors(make):
         counts.append(len(counter.ops))
     assert counts[0] == counts[1], counts
     assert counts[0] < 20, counts
+
+
+def test_after_re_adopting_replaced_data_a_step_costs_what_it_did():
+    """p.data replaced once: the next step copies the new values in; the steps after it
+    find every pointer bound again and copy nothing (two pointer comparisons each)."""
+    model = mlp(3)
+    optimizer = minioptim.SGD(model.parameters(), lr=0.1)
+    for p in model.parameters():
+        p.grad.normal_()
+    with CountOps() as before:
+        optimizer.step()
+    model[1].weight.data = model[1].weight.detach().clone()
+    optimizer.step()  # re-adopts
+    with CountOps() as after:
+        optimizer.step()
+    assert after.ops == before.ops
+
+
+def test_zero_grad_after_set_to_none_gives_every_parameter_its_alias_back():
+    model = mlp(2)
+    optimizer = minioptim.Adam(model.parameters())
+    optimizer.zero_grad(set_to_none=True)
+    assert all(p.grad is None for p in model.parameters())
+    optimizer.zero_grad()
+    bucket = optimizer.buckets[0][0]
+    for p, view in zip(bucket.params, bucket.grad_views, strict=True):
+        assert p.grad is view and not p.grad.any()
+
+
+def test_zero_grad_sets_frozen_parameters_gradients_to_none_as_torch():
+    model = mlp(2)
+    optimizer = minioptim.SGD(model.parameters(), lr=0.1, weight_decay=0.1)
+    model[0].requires_grad_(False)
+    optimizer.zero_grad()
+    assert model[0].weight.grad is None and model[0].bias.grad is None
+    assert model[1].weight.grad is not None
+
+
+def test_layouts_of_runs_are_relative_to_their_slice_and_cached_per_run():
+    params = [torch.randn(s, requires_grad=True) for s in [(2, 3), (4,), (2, 3), ()]]
+    bucket = minioptim.SGD(params, lr=0.1).buckets[0][0]
+    assert [tuple(p.shape) for p in bucket.params] == [(2, 3), (2, 3), (4,), ()]
+    whole, tail, middle = bucket.layout(), bucket.layout(1), bucket.layout(1, 3)
+    assert whole.offsets == (0, 6, 12, 16, 17)
+    assert tail.offsets == (0, 6, 10, 11) and middle.offsets == (0, 6, 10)
+    assert middle.shapes == ((2, 3), (4,)) and len({id(whole), id(tail), id(middle)}) == 3
+    assert bucket.layout(1, 3) is middle
+    flat = bucket.param[6:16]
+    views = middle.views(flat)
+    assert [v.shape for v in views] == [(2, 3), (4,)]
+    assert all(torch.equal(v, p.detach()) for v, p in zip(views, bucket.params[1:3], strict=True))
+    scalars = middle.views(torch.arange(2.0))  # one number per parameter: 0-d views
+    assert [v.shape for v in scalars] == [(), ()] and [v.item() for v in scalars] == [0, 1]
+    torch.testing.assert_close(
+        middle.expand(torch.tensor([1.0, 2.0])), torch.tensor([1.0] * 6 + [2.0] * 4)
+    )

@@ -1,0 +1,836 @@
+"""The curated mutants that ``make mutate`` (``python -m scripts.mutate``) applies to minioptim.
+
+Each entry is one realistic bug: in ``FILE`` (relative to ``minioptim/``) the exact text
+``ORIGINAL``, which must occur exactly once, is replaced by ``REPLACEMENT``. The runner
+reports a mutant whose original text is missing or ambiguous as an error, so when the
+library changes, the list has to be updated instead of silently testing nothing.
+
+A mutant that no test can kill because it does not change behaviour carries the argument
+why in ``equivalent``; the runner still runs it and reports it as "equivalent" if it
+survives (and as an error if it is killed: then the argument is wrong).
+
+Add a mutant for every bug you fix or can imagine making: a wrong coefficient, an
+off-by-one, a forgotten re-binding, a check that is one comparison too lenient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    file: str  # relative to minioptim/
+    original: str
+    replacement: str
+    description: str
+    equivalent: str | None = None  # why no test can tell it apart, if it cannot
+
+
+M = Mutant
+
+MUTANTS = [
+    # -- functional.py: SGD -----------------------------------------------------------------
+    M(
+        "functional.py",
+        "        grad = grad.add(param, alpha=weight_decay)\n    if momentum != 0:",
+        "        grad = grad.add(param, alpha=-weight_decay)\n    if momentum != 0:",
+        "sgd_: weight decay with the wrong sign",
+    ),
+    M(
+        "functional.py",
+        "        if step == 1:\n            momentum_buffer.copy_(grad)",
+        "        if step == 0:\n            momentum_buffer.copy_(grad)",
+        "sgd_: the first step does not initialise the buffer with g (dampens it)",
+    ),
+    M(
+        "functional.py",
+        "momentum_buffer.mul_(momentum).add_(grad, alpha=1 - dampening)",
+        "momentum_buffer.mul_(momentum).add_(grad, alpha=1 - momentum)",
+        "sgd_: dampening confused with momentum (EMA instead of heavy ball)",
+    ),
+    M(
+        "functional.py",
+        "grad = grad.add(momentum_buffer, alpha=momentum) if nesterov else momentum_buffer",
+        "grad = momentum_buffer.add(grad, alpha=momentum) if nesterov else momentum_buffer",
+        "sgd_: Nesterov look-ahead with g and b swapped",
+    ),
+    M(
+        "functional.py",
+        "    if maximize:\n        grad = -grad\n    if weight_decay != 0:\n"
+        "        grad = grad.add(param, alpha=weight_decay)\n    if momentum != 0:",
+        "    if weight_decay != 0:\n        grad = grad.add(param, alpha=weight_decay)\n"
+        "    if maximize:\n        grad = -grad\n    if momentum != 0:",
+        "sgd_: maximize negates the weight decay too (applied after it)",
+    ),
+    # -- functional.py: Adam / AdamW --------------------------------------------------------
+    M(
+        "functional.py",
+        "bias_correction2_sqrt = (1 - beta2**step) ** 0.5",
+        "bias_correction2_sqrt = (1 - beta1**step) ** 0.5",
+        "adam_: second bias correction with beta1",
+    ),
+    M(
+        "functional.py",
+        "bias_correction2_sqrt = (1 - beta2**step) ** 0.5",
+        "bias_correction2_sqrt = 1 - beta2**step",
+        "adam_: second bias correction without the square root",
+    ),
+    M(
+        "functional.py",
+        "denom = second_moment.sqrt().div_(bias_correction2_sqrt).add_(eps)",
+        "denom = second_moment.sqrt().add_(eps).div_(bias_correction2_sqrt)",
+        "adam_: eps added before the bias correction",
+    ),
+    M(
+        "functional.py",
+        "param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)",
+        "param.addcdiv_(exp_avg, denom, value=-lr)",
+        "adam_: first bias correction forgotten",
+    ),
+    M(
+        "functional.py",
+        "            param.mul_(1 - lr * weight_decay)\n        else:",
+        "            param.mul_(1 - weight_decay)\n        else:",
+        "adam_: AdamW decay not scaled by lr",
+    ),
+    M(
+        "functional.py",
+        "        if decoupled_weight_decay:\n            param.mul_(1 - lr * weight_decay)",
+        "        if not decoupled_weight_decay:\n            param.mul_(1 - lr * weight_decay)",
+        "adam_: Adam and AdamW weight decay swapped",
+    ),
+    M(
+        "functional.py",
+        "        second_moment = max_exp_avg_sq",
+        "        second_moment = exp_avg_sq",
+        "adam_: amsgrad maximum kept but not used",
+    ),
+    M(
+        "functional.py",
+        "    else:\n        exp_avg.lerp_(grad, 1 - beta1)",
+        "    else:\n        exp_avg.lerp_(grad, beta1)",
+        "adam_: first moment interpolates with beta1 instead of 1 - beta1",
+    ),
+    M(
+        "functional.py",
+        "exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)",
+        "exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta1)",
+        "adam_: second moment weighted with 1 - beta1",
+    ),
+    M(
+        "functional.py",
+        "exp_avg.lerp_(grad, 1 - beta1.to(param.device, param.dtype))",
+        "exp_avg.lerp_(grad, 1 - beta1)",
+        "adam_: a tensor beta1 used without moving it to the parameter's dtype",
+    ),
+    # -- functional.py: SignSGD / Signum ----------------------------------------------------
+    M(
+        "functional.py",
+        "momentum_buffer.mul_(momentum).add_(grad, alpha=1 - momentum)",
+        "momentum_buffer.mul_(momentum).add_(grad)",
+        "sign_sgd_: Signum's EMA without (1 - mu) (same signs, wrong state)",
+    ),
+    M(
+        "functional.py",
+        "        param.mul_(1 - lr * weight_decay)\n"
+        "    param.add_(torch.sign(direction), alpha=-lr)",
+        "        param.mul_(1 - weight_decay)\n    param.add_(torch.sign(direction), alpha=-lr)",
+        "sign_sgd_: decay not scaled by lr",
+    ),
+    M(
+        "functional.py",
+        "    if maximize:\n        grad = -grad\n    direction = grad\n",
+        "    direction = grad\n    if maximize:\n        grad = -grad\n",
+        "sign_sgd_: maximize ignored without momentum (direction taken before negation)",
+    ),
+    M(
+        "functional.py",
+        "param.add_(torch.sign(direction), alpha=-lr)",
+        "param.add_(torch.sign(grad), alpha=-lr)",
+        "sign_sgd_: the step uses the gradient's sign, not the momentum's",
+    ),
+    # -- functional.py: Lion ----------------------------------------------------------------
+    M(
+        "functional.py",
+        "direction = torch.lerp(exp_avg, grad, 1 - beta1).sign_()",
+        "direction = torch.lerp(exp_avg, grad, 1 - beta2).sign_()",
+        "lion_: the step interpolates with beta2",
+    ),
+    M(
+        "functional.py",
+        "    direction = torch.lerp(exp_avg, grad, 1 - beta1).sign_()\n"
+        "    if weight_decay != 0:\n        param.mul_(1 - lr * weight_decay)\n"
+        "    param.add_(direction, alpha=-lr)\n    exp_avg.lerp_(grad, 1 - beta2)\n",
+        "    exp_avg.lerp_(grad, 1 - beta2)\n"
+        "    direction = torch.lerp(exp_avg, grad, 1 - beta1).sign_()\n"
+        "    if weight_decay != 0:\n        param.mul_(1 - lr * weight_decay)\n"
+        "    param.add_(direction, alpha=-lr)\n",
+        "lion_: momentum updated before the step uses it",
+    ),
+    M(
+        "functional.py",
+        "    if weight_decay != 0:\n        param.mul_(1 - lr * weight_decay)\n"
+        "    param.add_(direction, alpha=-lr)\n",
+        "    param.add_(direction, alpha=-lr)\n"
+        "    if weight_decay != 0:\n        param.mul_(1 - lr * weight_decay)\n",
+        "lion_: decay applied after the sign step (decays the step too)",
+    ),
+    M(
+        "functional.py",
+        "    if maximize:\n        grad = -grad\n"
+        "    direction = torch.lerp(exp_avg, grad, 1 - beta1).sign_()",
+        "    direction = torch.lerp(exp_avg, -grad if maximize else grad, 1 - beta1).sign_()",
+        "lion_: maximize negates the step's gradient but not the momentum's",
+    ),
+    # -- functional.py: Newton-Schulz, Muon's lr, Muon --------------------------------------
+    M(
+        "functional.py",
+        "x = x.div(x.norm().clamp(min=eps))",
+        "x = x.div(x.abs().max().clamp(min=eps))",
+        "newton_schulz: normalised by the largest entry instead of the Frobenius norm",
+    ),
+    M(
+        "functional.py",
+        "torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True)",
+        "torch.linalg.vector_norm(x, dim=-1, keepdim=True)",
+        "newton_schulz (batched): each row normalised instead of each matrix",
+    ),
+    M(
+        "functional.py",
+        "tall = x.size(-2) > x.size(-1)",
+        "tall = x.size(-2) < x.size(-1)",
+        "newton_schulz: runs on the tall orientation",
+    ),
+    M(
+        "functional.py",
+        "poly = addmm(gram, gram, gram, beta=b, alpha=c)",
+        "poly = addmm(gram, gram, gram, beta=c, alpha=b)",
+        "newton_schulz: coefficients b and c swapped",
+    ),
+    M(
+        "functional.py",
+        "    for _ in range(steps):\n        gram = x @ x.mT",
+        "    for _ in range(steps - 1):\n        gram = x @ x.mT",
+        "newton_schulz: one iteration too few",
+    ),
+    M(
+        "functional.py",
+        "return lr * math.sqrt(max(1, rows / cols))",
+        "return lr * math.sqrt(max(1, cols / rows))",
+        "muon_lr: original scaling with rows and columns swapped",
+    ),
+    M(
+        "functional.py",
+        "return lr * (0.2 * math.sqrt(max(rows, cols)))",
+        "return lr * (0.2 * math.sqrt(min(rows, cols)))",
+        "muon_lr: match_rms_adamw with the smaller dimension",
+    ),
+    M(
+        "functional.py",
+        'if adjust_lr_fn is None or adjust_lr_fn == "original":',
+        'if adjust_lr_fn == "original":',
+        "muon_lr: adjust_lr_fn=None takes the match_rms_adamw branch",
+    ),
+    M(
+        "functional.py",
+        "direction = grad.lerp(momentum_buffer, momentum) if nesterov else momentum_buffer",
+        "direction = momentum_buffer.lerp(grad, momentum) if nesterov else momentum_buffer",
+        "muon momentum: Nesterov interpolation the wrong way round",
+    ),
+    M(
+        "functional.py",
+        "    momentum_buffer.lerp_(grad, 1 - momentum)\n    direction = grad.lerp(",
+        "    momentum_buffer.lerp_(grad, momentum)\n    direction = grad.lerp(",
+        "muon momentum: interpolates with mu instead of 1 - mu",
+    ),
+    M(
+        "functional.py",
+        "p.add_(orthogonal, alpha=-muon_lr(lr, adjust_lr_fn, p.shape))",
+        "p.add_(orthogonal, alpha=-lr)",
+        "muon_: per-shape learning rate forgotten",
+    ),
+    M(
+        "functional.py",
+        'for k in ("weight_decay", "momentum", "nesterov")',
+        'for k in ("momentum", "weight_decay", "nesterov")',
+        "fused_muon_: weight decay and momentum swapped in the positional call",
+    ),
+    M(
+        "functional.py",
+        "zip(layout.by_shape(param), layout.by_shape(direction), strict=True)",
+        "zip(layout.by_shape(param), layout.by_shape(momentum_buffer), strict=True)",
+        "fused_muon_: orthogonalizes the momentum, ignoring Nesterov",
+    ),
+    M(
+        "functional.py",
+        'p.add_(orthogonal, alpha=-muon_lr(lr, hyper["adjust_lr_fn"], shape))',
+        'p.add_(orthogonal, alpha=-muon_lr(lr, hyper["adjust_lr_fn"], p.shape))',
+        "fused_muon_: per-shape lr from the batch's shape (k, A, B)",
+        equivalent="muon_lr reads only shape[-2:], and the batch (k, A, B) ends in the "
+        "matrices' (A, B): the same number for every k",
+    ),
+    # -- functional.py: the fast paths ------------------------------------------------------
+    M(
+        "functional.py",
+        "return {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in hyper.items()}",
+        "return dict(hyper)",
+        "_numbers: tensor hyper-parameters passed to the fused kernels unconverted",
+        equivalent="on the CPU, torch's fused SGD/Adam kernels take a tensor lr through their "
+        "tensor_lr overloads and read the same number (the tensor-lr and tensor-betas tests "
+        "pass both ways); the conversion only decides where a tensor lr is read, which a "
+        "device run (tests/test_cuda.py) can see, not a CPU one",
+    ),
+    M(
+        "functional.py",
+        "        **_numbers(hyper),  # lr, momentum, dampening, weight_decay, nesterov, maximize\n"
+        "    )\n    _wrote(param)",
+        "        **_numbers(hyper),  # lr, momentum, dampening, weight_decay, nesterov, maximize\n"
+        "    )",
+        "fused_sgd_: the fused kernel's write is not reported to autograd",
+    ),
+    M(
+        "functional.py",
+        "is_first_step=step == 1,",
+        "is_first_step=step == 0,",
+        "fused_sgd_: the first step is not flagged (buffer dampened)",
+    ),
+    M(
+        "functional.py",
+        '[momentum_buffer] if hyper["momentum"] != 0 else [],',
+        "[],",
+        "fused_sgd_: momentum buffer not passed (no momentum in the fast path)",
+    ),
+    M(
+        "functional.py",
+        "kernel = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_",
+        "kernel = torch._fused_adam_ if decoupled_weight_decay else torch._fused_adamw_",
+        "fused_adam_: Adam and AdamW kernels swapped",
+    ),
+    M(
+        "functional.py",
+        "[torch.full((), float(step), device=param.device)],",
+        "[torch.full((), float(step + 1), device=param.device)],",
+        "fused_adam_: step count off by one (as if the kernel did not increment)",
+    ),
+    M(
+        "functional.py",
+        "beta1, beta2 = (float(beta) for beta in betas)",
+        "beta2, beta1 = (float(beta) for beta in betas)",
+        "fused_adam_: betas swapped",
+    ),
+    M(
+        "functional.py",
+        '[max_exp_avg_sq] if hyper["amsgrad"] else [],',
+        "[],",
+        "fused_adam_: amsgrad's state not passed",
+    ),
+    M(
+        "functional.py",
+        "return [slice(start, start + size) for start in range(0, flat.numel(), size)]",
+        "return [slice(start, start + size - 1) for start in range(0, flat.numel(), size)]",
+        "_blocks: the last element of every block skipped",
+    ),
+    M(
+        "functional.py",
+        'size = BLOCK if flat.device.type == "cpu" else max(flat.numel(), 1)',
+        "size = max(flat.numel(), 1)",
+        "_blocks: the whole slice as one block on the CPU too",
+        equivalent="the blocked rules are elementwise: any split into blocks gives the same "
+        "numbers; only the temporaries' size (memory, cache) changes, which bench measures",
+    ),
+    M(
+        "functional.py",
+        "buffer = momentum_buffer[block] if momentum_buffer is not None else None",
+        "buffer = momentum_buffer",
+        "fused_sign_sgd_: the whole momentum buffer for every block",
+    ),
+    M(
+        "functional.py",
+        "    for block in _blocks(param):\n        lion_(",
+        "    for block in _blocks(param)[:1]:\n        lion_(",
+        "fused_lion_: only the first block updated",
+    ),
+    # -- flat.py: packing and aliases -------------------------------------------------------
+    M(
+        "flat.py",
+        "        return torch.from_dlpack(view)",
+        "        return view",
+        "alias: plain views, so every parameter shares the buffer's storage",
+    ),
+    M(
+        "flat.py",
+        "return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32",
+        "return torch.float32",
+        "scalar_dtype: step counters float32 even with a float64 default dtype",
+    ),
+    M(
+        "flat.py",
+        "                self.slot(self.grad, i).copy_(local(p.grad))",
+        "                pass",
+        "FlatBuffer: existing gradients not copied in at construction",
+    ),
+    M(
+        "flat.py",
+        "first_seen.setdefault(local(p).shape, i)",
+        "first_seen[local(p).shape] = i",
+        "FlatBuffer: shapes ordered by last appearance",
+    ),
+    M(
+        "flat.py",
+        "self.params = sorted(params, key=lambda p: first_seen[local(p).shape])",
+        "self.params = list(params)",
+        "FlatBuffer: same-shaped parameters not stored next to each other",
+    ),
+    M(
+        "flat.py",
+        "self.data_ptrs = [view.data_ptr() for view in self.param_views]",
+        "self.data_ptrs = [p.data_ptr() for p in self.params]",
+        "__setstate__: copied parameters taken as bound (never re-adopted)",
+    ),
+    # -- flat.py: the binding check ---------------------------------------------------------
+    M(
+        "flat.py",
+        "        if list(map(torch.Tensor.data_ptr, params)) != self.data_ptrs:",
+        "        if params[0].data_ptr() != self.data_ptrs[0]:",
+        "check_bindings: only the first parameter's data checked",
+    ),
+    M(
+        "flat.py",
+        "and all(map(REQUIRES_GRAD, params)):",
+        "and True:",
+        "check_bindings: fast path ignores parameters frozen since zero_grad",
+    ),
+    M(
+        "flat.py",
+        "if grad is view and not p.requires_grad and not (changed and view.any()):",
+        "if grad is None and not p.requires_grad and not (changed and view.any()):",
+        "check_bindings: a parameter frozen since zero_grad is still updated",
+    ),
+    M(
+        "flat.py",
+        "if grad is view and not p.requires_grad and not (changed and view.any()):",
+        "if grad is view and not p.requires_grad:",
+        "check_bindings: a layer frozen after its backward is skipped (torch updates it)",
+    ),
+    M(
+        "flat.py",
+        "                if grad.is_sparse:\n"
+        '                    raise RuntimeError(f"{owner} does not support sparse gradients")\n',
+        "",
+        "check_bindings: sparse gradients not rejected",
+    ),
+    M(
+        "flat.py",
+        "                fresh.append(grad)\n                p.grad = view\n",
+        "                fresh.append(grad)\n",
+        "check_bindings: a foreign gradient copied in, but p.grad not re-bound",
+    ),
+    M(
+        "flat.py",
+        "torch._foreach_copy_(stale, fresh)",
+        "torch._foreach_copy_(fresh, stale)",
+        "check_bindings: copies the buffer into the foreign gradients",
+    ),
+    M(
+        "flat.py",
+        "        view.copy_(data)\n        p.data = view",
+        "        p.data = view",
+        "_readopt_data: replaced p.data re-bound but its values lost",
+    ),
+    M(
+        "flat.py",
+        "        self.data_ptrs[i] = p.data_ptr()",
+        "        pass",
+        "_readopt_data: the new pointer not recorded (re-adopts at every step)",
+        equivalent="data_ptrs[i] is the alias's pointer from the start (set in _attach and "
+        "__setstate__ from the aliases) and re-adoption re-binds p.data to that same alias, "
+        "so the value written equals the value there; test_views checks that steps after a "
+        "re-adoption copy nothing",
+    ),
+    M(
+        "flat.py",
+        "if (data.device, data.dtype, data.shape) != (self.device, self.dtype, view.shape):",
+        "if (data.device, data.dtype) != (self.device, self.dtype):",
+        "_readopt_data: a resized parameter accepted",
+    ),
+    M(
+        "flat.py",
+        "wanted = view if p.requires_grad else None",
+        "wanted = view",
+        "bind_grads: frozen parameters get their alias back (decayed by zero gradients)",
+    ),
+    # -- flat.py: runs and step counting ----------------------------------------------------
+    M(
+        "flat.py",
+        "if low == high and all(has_grad):",
+        "if low == high:",
+        "runs: parameters without a gradient updated when step counts agree",
+    ),
+    M(
+        "flat.py",
+        "runs.append(self._run(first, end, int(done) + 1))",
+        "runs.append(self._run(first, end, int(low) + 1))",
+        "runs: every run gets the bucket's smallest step count",
+    ),
+    M(
+        "flat.py",
+        "key=lambda i: (has_grad[i], steps[i])",
+        "key=lambda i: (has_grad[i], steps[0])",
+        "runs: parameters with different step counts merged into one run",
+    ),
+    M(
+        "flat.py",
+        "self.steps[run.first : run.end] += 1",
+        "self.steps[run.first : run.end + 1] += 1",
+        "finish: counts the next parameter's step too",
+    ),
+    M(
+        "flat.py",
+        "            if run.step == 1:\n                piece.fill_(spec.init)",
+        "            if run.step == 0:\n                piece.fill_(spec.init)",
+        "run_state: state not reset before a parameter's first update",
+    ),
+    M(
+        "flat.py",
+        "                piece.fill_(spec.init)",
+        "                piece.zero_()",
+        "run_state: state reset to zero instead of its declared init",
+    ),
+    M(
+        "flat.py",
+        "return state, new or run.step == 1",
+        "return state, new",
+        "run_state: a parameter's first update does not publish its state",
+    ),
+    M(
+        "flat.py",
+        '                entry["step"] = self.steps[i]\n            entry.update(',
+        '                entry["step"] = self.steps[i].clone()\n            entry.update(',
+        "publish: state['step'] a copy, not the live counter",
+    ),
+    M(
+        "flat.py",
+        "key = (first, end)\n",
+        "key = first\n",
+        "layout: cached per first parameter only",
+    ),
+    M(
+        "flat.py",
+        "offsets = [offset - start for offset in self.offsets[first : end + 1]]",
+        "offsets = self.offsets[first : end + 1]",
+        "layout: offsets not relative to the run's slice",
+    ),
+    # -- flat.py: adoption of a loaded state ------------------------------------------------
+    M(
+        "flat.py",
+        'self.steps[i] = float(entry["step"])',
+        'self.steps[i - 1] = float(entry["step"])',
+        "adopt: each restored step count written one slot early",
+    ),
+    M(
+        "flat.py",
+        "                view.copy_(value)\n                entry[name] = view\n",
+        "                view.copy_(value)\n",
+        "adopt: state[p] keeps the loaded tensors instead of views of the flat state",
+    ),
+    M(
+        "flat.py",
+        "self.steps[i] = 1.0 if tensors else 0.0",
+        "self.steps[i] = 0.0",
+        "adopt: a torch.optim checkpoint without 'step' restarts at step 1",
+    ),
+    M(
+        "flat.py",
+        "self.steps[i] = 0 if saved is None else saved",
+        "self.steps[i] = 0",
+        "adopt: saved step counts of parameters without state ignored",
+    ),
+    M(
+        "flat.py",
+        "if value.shape != view.shape:",
+        "if value.numel() != view.numel():",
+        "adopt: state of another shape with as many elements accepted",
+    ),
+    # -- layout.py --------------------------------------------------------------------------
+    M(
+        "layout.py",
+        "return self.sum(flat * flat).sqrt_()",
+        "return self.sum(flat * flat)",
+        "Layout.norm: squared norms",
+    ),
+    M(
+        "layout.py",
+        "out = torch.zeros(len(self), dtype=flat.dtype, device=flat.device)",
+        "out = torch.ones(len(self), dtype=flat.dtype, device=flat.device)",
+        "Layout.sum: starts from one",
+    ),
+    M(
+        "layout.py",
+        "shapes = [()] * len(self)",
+        "shapes = [(1,)] * len(self)",
+        "Layout.views: per-parameter scalars as 1-element vectors",
+    ),
+    M(
+        "layout.py",
+        "flat[start:stop].view(end - first, *shape)",
+        "flat[start:stop].reshape(end - first, *shape).clone()",
+        "Layout.by_shape: copies instead of views (writes lost)",
+    ),
+    M(
+        "layout.py",
+        "ids.repeat_interleave(self.sizes, output_size=self.numel)",
+        "ids.repeat(self.numel // len(self) + 1)[: self.numel]",
+        "Layout.segment_ids: tiles the ids instead of repeating each (sum, norm, expand)",
+    ),
+    # -- base.py: stepping, routing, guardrails ---------------------------------------------
+    M(
+        "base.py",
+        'fast = self.impl == "fast" and bucket.dtype in self._fast_dtypes_on(bucket.device)',
+        'fast = self.impl == "fast"',
+        "_update_run: fast_dtypes ignored (half precision on torch's fused CPU kernels)",
+    ),
+    M(
+        "base.py",
+        'if device.type == "cuda" and self.cuda_fast_dtypes is not None:',
+        "if self.cuda_fast_dtypes is not None:",
+        "_fast_dtypes_on: the CUDA dtypes used on the CPU too (half on the fused CPU kernels)",
+    ),
+    M(
+        "base.py",
+        "self.rule(self.rule.reference, group, param, grad, state, step, layout)",
+        "self.rule(self.rule.reference, {**group, **self.defaults}, param, grad, state, step, "
+        "layout)",
+        "update: the reference path reads the defaults, not the param group",
+    ),
+    M(
+        "base.py",
+        "self.rule(self.rule.fast, group, param, grad, state, step, layout)",
+        "self.rule(self.rule.fast, {**group, **self.defaults}, param, grad, state, step, layout)",
+        "fast_update: the fast path reads the defaults, not the param group",
+    ),
+    M(
+        "base.py",
+        "        if result is not None:\n",
+        "        if isinstance(result, int | float):\n",
+        "guardrail: a returned tensor not reported",
+    ),
+    M(
+        "base.py",
+        "            if slices.get(key) is not tensor:",
+        "            if key not in slices:",
+        "guardrail: a replaced state tensor not detected",
+    ),
+    M(
+        "base.py",
+        "slices = StateSlices(state, type(self).__name__)",
+        "slices = dict(state)",
+        "guardrail: reading an undeclared state gives a bare KeyError (no declared names)",
+    ),
+    M(
+        "base.py",
+        "if param._version == version and not self.allow_unchanged_params:",
+        "if param._version < version and not self.allow_unchanged_params:",
+        "guardrail: an update that did not change param in place not detected",
+    ),
+    M(
+        "flat.py",
+        "        torch.autograd.graph.increment_version(self.params[run.first : run.end])\n",
+        "",
+        "_update_run: parameters' version counters not bumped (autograd misses the update)",
+    ),
+    M(
+        "base.py",
+        "            with torch.enable_grad():\n                loss = closure()",
+        "            loss = closure()",
+        "step: closure evaluated without grad",
+    ),
+    M(
+        "base.py",
+        "if new and (specs or self.step_in_state):",
+        "if new and specs:",
+        "step: a stateless rule with step_in_state publishes no step",
+    ),
+    M(
+        "base.py",
+        'impl == "fast" or (impl == "auto" and has_fast_path) else "reference"',
+        'impl in ("fast", "auto") else "reference"',
+        "__init__: impl='auto' picks a fast path that does not exist",
+    ),
+    M(
+        "base.py",
+        'group = {**self.defaults, **param_group, "params": params}',
+        'group = {**param_group, **self.defaults, "params": params}',
+        "add_param_group: defaults override the group's own values",
+    ),
+    # -- base.py: zero_grad, state_dict, load_state_dict ------------------------------------
+    M(
+        "flat.py",
+        "            for p in self.params:\n                p.grad = None",
+        "            self.grad.zero_()",
+        "zero_grad(set_to_none=True) zeroes instead (unused parameters then decay)",
+    ),
+    M(
+        "flat.py",
+        "            self.grad.zero_()\n            self.bind_grads()",
+        "            self.grad.zero_()",
+        "zero_grad: gradients set to None before are not re-bound",
+    ),
+    M(
+        "base.py",
+        "index: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}",
+        "index: dict(entry)",
+        "state_dict: live views instead of copies",
+    ),
+    M(
+        "base.py",
+        "        if not self.step_in_state:\n            steps = self._steps_by_param()",
+        "        if self.step_in_state:\n            steps = self._steps_by_param()",
+        "state_dict: step counts of optimizers without state['step'] not saved",
+    ),
+    M(
+        "base.py",
+        "state_dict[SAVED_STEPS] = {i: steps[id(p)] for i, p in enumerate(self._params())}",
+        "state_dict[SAVED_STEPS] = {\n"
+        "                i: float(s) for i, s in enumerate(\n"
+        "                    s for b in self._all_buckets() for s in b.steps\n"
+        "                )\n            }",
+        "state_dict: saved step counts numbered in buffer order, not parameter order",
+    ),
+    M(
+        "base.py",
+        "saved = {id(params[int(i)]): s for i, s in state_dict.get(SAVED_STEPS, {}).items()}",
+        "saved = {}",
+        "load_state_dict: saved step counts ignored",
+    ),
+    M(
+        "base.py",
+        'return {**super().__getstate__(), "impl": self.impl, "_buckets": self._buckets}',
+        'return {**super().__getstate__(), "_buckets": self._buckets}',
+        "__getstate__: impl lost by deepcopy",
+    ),
+    # -- rule.py, state.py ------------------------------------------------------------------
+    M(
+        "rule.py",
+        "        return value.squeeze()",
+        "        return value",
+        "hyper_value: a 1-element tensor passed on unsqueezed",
+    ),
+    M(
+        "rule.py",
+        "        return type(value)(hyper_value(v) for v in value)",
+        "        return value",
+        "hyper_value: tensors inside betas passed on unsqueezed",
+    ),
+    M(
+        "state.py",
+        'if spec.name == "step" or spec.name in seen:',
+        "if spec.name in seen:",
+        "declare: a state named 'step' accepted",
+    ),
+    M(
+        "state.py",
+        "        seen.add(spec.name)",
+        "        pass",
+        "declare: a state declared twice accepted",
+    ),
+    M(
+        "state.py",
+        "if isinstance(names, str) or not isinstance(names, tuple | list):",
+        "if not isinstance(names, tuple | list | str):",
+        "declare: a string accepted (one state per character)",
+    ),
+    M(
+        "state.py",
+        "            return torch.Size(self.shape(param_shape))",
+        "            return param_shape",
+        "State.shape_for: a shape function ignored",
+    ),
+    # -- validation: _checks.py and each class's check_group --------------------------------
+    M(
+        "_checks.py",
+        "if value.numel() != 1 or not value.is_floating_point():",
+        "if value.numel() != 1:",
+        "number: integer tensors accepted",
+    ),
+    M(
+        "_checks.py",
+        "if isinstance(value, bool) or not isinstance(value, Real):",
+        "if not isinstance(value, Real):",
+        "number: booleans accepted as numbers",
+    ),
+    M(
+        "_checks.py",
+        "        if not value >= 0:",
+        "        if value < 0:",
+        "non_negative: NaN accepted",
+    ),
+    M(
+        "_checks.py",
+        "if value is None or not 0 <= value < 1:",
+        "if value is None or not 0 <= value <= 1:",
+        "unit_interval: 1 accepted",
+    ),
+    M(
+        "_checks.py",
+        "if not isinstance(pair, tuple | list) or len(pair) != 2:",
+        "if not isinstance(pair, tuple | list) or len(pair) < 2:",
+        "betas: three betas accepted",
+    ),
+    M(
+        "sgd.py",
+        'if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):',
+        'if group["nesterov"] and (group["momentum"] < 0 or group["dampening"] != 0):',
+        "SGD.check_group: Nesterov without momentum accepted",
+    ),
+    M(
+        "sgd.py",
+        'return ("momentum_buffer",) if group["momentum"] != 0 else ()',
+        'return ("momentum_buffer",)',
+        "SGD.state_names: a momentum buffer kept without momentum",
+    ),
+    M(
+        "adam.py",
+        '_checks.non_negative(group, "lr", "eps", "weight_decay")',
+        '_checks.non_negative(group, "lr", "weight_decay")',
+        "Adam.check_group: negative eps accepted",
+    ),
+    M(
+        "adam.py",
+        '            group["decoupled_weight_decay"] = True',
+        "            pass",
+        "AdamW.__setstate__: a loaded Adam state dict makes AdamW couple its decay",
+    ),
+    M(
+        "sign_sgd.py",
+        '        _checks.unit_interval(group, "momentum", group["momentum"])',
+        "        pass",
+        "SignSGD.check_group: momentum not checked",
+    ),
+    M(
+        "sign_sgd.py",
+        "    fast_dtypes = FLOAT_DTYPES\n    rule = Rule(sign_sgd_",
+        "    fast_dtypes = FLOAT_DTYPES[2:]  # float32, float64\n    rule = Rule(sign_sgd_",
+        "SignSGD: half precision routed to the reference path",
+        equivalent="fused_sign_sgd_ runs sign_sgd_ itself on blocks of an elementwise rule, "
+        "so both paths compute the same numbers in every dtype; only memory use differs",
+    ),
+    M(
+        "lion.py",
+        '        _checks.non_negative(group, "lr", "weight_decay")\n        _checks.betas(group)',
+        '        _checks.non_negative(group, "lr", "weight_decay")',
+        "Lion.check_group: betas not checked",
+    ),
+    M(
+        "muon.py",
+        "            if p.ndim != 2:",
+        "            if p.ndim < 2:",
+        "Muon.check_group: 3-d parameters accepted",
+    ),
+    M(
+        "muon.py",
+        'if group["adjust_lr_fn"] not in ADJUST_LR_FNS:',
+        'if group["adjust_lr_fn"] not in (*ADJUST_LR_FNS, "match_rms"):',
+        "Muon.check_group: an unknown adjust_lr_fn accepted (silently match_rms_adamw)",
+    ),
+]
