@@ -162,8 +162,28 @@ def test_a_one_element_tensor_lr_works_as_in_torch(case, impl):
         case.ours(leaf_copies(case.tensors(torch.float32)), impl, lr=torch.tensor([0.1, 0.2]))
 
 
-@by_id
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=["float64", "float16"])
+def has_betas(case) -> bool:
+    return "betas" in inspect.signature(getattr(minioptim, case.name)).parameters
+
+
+# Only the optimizers that have betas, and the dtypes where the case has a measured bound
+# (cases.py says why the others have none).
+TENSOR_BETAS = [
+    pytest.param(case, dtype, id=f"{case.id}-{str(dtype).removeprefix('torch.')}")
+    for case in CASES
+    if has_betas(case)
+    for dtype in (torch.float64, torch.float16)
+    if dtype == torch.float64 or case.half_reason(dtype) is None
+]
+HALF = [
+    pytest.param(case, low, id=f"{case.id}-{str(low).removeprefix('torch.')}")
+    for case in CASES
+    for low in (torch.float16, torch.bfloat16)
+    if case.half_reason(low) is None
+]
+
+
+@pytest.mark.parametrize("case, dtype", TENSOR_BETAS)
 def test_tensor_betas_work_as_in_torch(case, impl, dtype):
     """1-element tensor betas (float32), as torch.optim accepts, on float64 and float16
     parameters (torch moves a tensor beta1 to the parameter's dtype for the first moment).
@@ -173,10 +193,6 @@ def test_tensor_betas_work_as_in_torch(case, impl, dtype):
     betas as Python floats and compute them in float64, so the fast path agrees to float32
     rounding (measured: 3.4e-10 relative)."""
     signature = inspect.signature(getattr(minioptim, case.name))
-    if "betas" not in signature.parameters:
-        pytest.skip(f"{case.name} has no betas")
-    if reason := case.half_reason(dtype) if dtype == torch.float16 else None:
-        pytest.skip(reason)
     betas = case.options.get("betas", signature.parameters["betas"].default)
     tensor_betas = tuple(torch.tensor([beta]) for beta in betas)
     their_betas = tensor_betas if case.torch_format else tuple(b.item() for b in tensor_betas)
@@ -193,14 +209,11 @@ def test_tensor_betas_work_as_in_torch(case, impl, dtype):
     )
 
 
-@by_id
-@pytest.mark.parametrize("low", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("case, low", HALF)
 def test_half_precision_matches_reference(case, impl, low):
     """Half-precision parameters, with the case's measured slack (cases.py): Adam, AdamW,
     SignSGD and Muon are bit-identical to their references, SGD within an ulp or two
     (half-precision arithmetic rounds differently in vectorized and scalar loops)."""
-    if reason := case.half_reason(low):
-        pytest.skip(reason)
     assert_same_trajectory(
         lambda ps: case.ours(ps, impl),
         case.theirs,
