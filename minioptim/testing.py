@@ -66,6 +66,7 @@ def assert_same_trajectory(
     rtol: float | None = None,
     atol: float | None = None,
     gradients: str = "in_place",
+    tolerance: Callable[[torch.dtype], dict] | None = None,
 ) -> None:
     """Run two optimizers side by side from the same parameters and gradients.
 
@@ -74,6 +75,10 @@ def assert_same_trajectory(
     may return ``None`` to leave a parameter without a gradient), take one ``step()``, and
     then their parameters, and optionally their per-parameter state, must agree within
     ``torch.testing.assert_close(rtol=..., atol=...)`` (its dtype-based defaults if None).
+
+    ``tolerance``, if given, maps a dtype to ``dict(rtol=..., atol=...)`` and replaces
+    ``rtol``/``atol``: each parameter (and its state) is compared at its own dtype's
+    tolerance, for parameters of several dtypes.
 
     ``gradients="in_place"`` writes each gradient into the existing ``p.grad``;
     ``gradients="fresh"`` calls ``zero_grad(set_to_none=True)`` on both optimizers and
@@ -102,7 +107,9 @@ def assert_same_trajectory(
         optimizer.step()
         reference.step()
         for index, (p, q) in enumerate(zip(ours, theirs, strict=True)):
-            where = f"step {step}, parameter {index} (shape {tuple(p.shape)})"
+            where = f"step {step}, parameter {index} ({p.dtype}, shape {tuple(p.shape)})"
+            if tolerance is not None:
+                rtol, atol = tolerance(p.dtype)["rtol"], tolerance(p.dtype)["atol"]
             _close(p, q, where, rtol, atol)
             if compare_state:
                 ours_state, their_state = optimizer.state.get(p, {}), reference.state.get(q, {})

@@ -28,7 +28,6 @@ from conftest import TOLERANCES, make_tensors
 from references import PlainLion, PlainSignSGD
 
 import minioptim
-from minioptim.testing import leaf_copies, random_gradient, set_gradient
 
 EXACT = dict(rtol=0, atol=0)
 
@@ -173,48 +172,3 @@ CASES = [
 #: The first case of each optimizer: its reference and parameters, for tests that draw
 #: their own options (hypothesis).
 BY_NAME = {c.name: c for c in reversed(CASES)}
-
-
-def assert_same_trajectory_by_dtype(
-    make_optimizer,
-    make_reference,
-    tensors,
-    *,
-    tolerance: Callable[[torch.dtype], dict],
-    steps: int,
-    gradient=random_gradient,
-    gradients: str = "in_place",
-    seed: int = 0,
-) -> None:
-    """:func:`minioptim.testing.assert_same_trajectory` for tensors of several dtypes: each
-    parameter and its state is compared at its own dtype's tolerance, ``tolerance(dtype)``
-    (state["step"] exactly), after every step."""
-    ours, theirs = leaf_copies(tensors), leaf_copies(tensors)
-    optimizer, reference = make_optimizer(ours), make_reference(theirs)
-    gen = torch.Generator().manual_seed(seed)
-    for step in range(1, steps + 1):
-        if gradients == "fresh":
-            optimizer.zero_grad(set_to_none=True)
-            reference.zero_grad(set_to_none=True)
-        for index, (p, q) in enumerate(zip(ours, theirs, strict=True)):
-            grad = gradient(step, index, p, gen)
-            set_gradient(p, grad, gradients)
-            set_gradient(q, grad, gradients)
-        optimizer.step()
-        reference.step()
-        for index, (p, q) in enumerate(zip(ours, theirs, strict=True)):
-            where = f"step {step}, parameter {index} ({p.dtype}, shape {tuple(p.shape)})"
-            close = tolerance(p.dtype)
-            torch.testing.assert_close(p, q, **close, msg=lambda m, w=where: f"{w}: {m}")
-            mine = {k: v for k, v in optimizer.state.get(p, {}).items() if v is not None}
-            wanted = {k: v for k, v in reference.state.get(q, {}).items() if v is not None}
-            assert mine.keys() == wanted.keys(), (
-                f"{where}: state {sorted(mine)} != {sorted(wanted)}"
-            )
-            for key, value in wanted.items():
-                torch.testing.assert_close(
-                    mine[key],
-                    value,
-                    **(EXACT if key == "step" else close),
-                    msg=lambda m, w=f"{where}, state[{key!r}]": f"{w}: {m}",
-                )

@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 import torch
-from cases import CASES, assert_same_trajectory_by_dtype
+from cases import CASES
 from conftest import TOLERANCES, make_tensors
 
 import minioptim
@@ -106,7 +106,7 @@ def test_mixed_dtypes_get_one_bucket_each_and_keep_their_dtype(case, impl):
     assert [b.dtype for b in optimizer.buckets[0]] == [torch.float32, torch.float64]
     for p, t in zip(optimizer.param_groups[0]["params"], tensors, strict=True):
         assert p.dtype == t.dtype
-    assert_same_trajectory_by_dtype(
+    assert_same_trajectory(
         lambda ps: case.ours(ps, impl),
         case.theirs,
         tensors,

@@ -9,11 +9,11 @@ import itertools
 import os
 
 import torch
-from cases import BY_NAME, assert_same_trajectory_by_dtype
+from cases import BY_NAME
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minioptim.testing import random_gradient
+from minioptim.testing import assert_same_trajectory, random_gradient
 
 shapes = st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple)
 matrix_shapes = st.tuples(st.integers(1, 4), st.integers(1, 4))
@@ -135,7 +135,7 @@ def test_random_problems_follow_the_reference(problem):
             for (a, b), options in zip(itertools.pairwise(bounds), group_options, strict=True)
         ]
 
-    assert_same_trajectory_by_dtype(
+    assert_same_trajectory(
         lambda ps: case.ours(groups(ps), impl),
         lambda ps: case.theirs(groups(ps)),
         tensors,
