@@ -107,7 +107,7 @@ def assert_same_trajectory(
         optimizer.step()
         reference.step()
         for index, (p, q) in enumerate(zip(ours, theirs, strict=True)):
-            where = f"step {step}, parameter {index} ({p.dtype}, shape {tuple(p.shape)})"
+            where = f"step {step}, parameter {index} (shape {tuple(p.shape)})"
             if tolerance is not None:
                 rtol, atol = tolerance(p.dtype)["rtol"], tolerance(p.dtype)["atol"]
             _close(p, q, where, rtol, atol)
