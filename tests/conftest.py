@@ -53,3 +53,12 @@ def dtype(request):
 @pytest.fixture(params=IMPLS)
 def impl(request):
     return request.param
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with torch on one thread, and restore the thread count after it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,13 +24,8 @@ TOLERANCE = {"reference": EXACT, "auto": CLOSE}
 ADAMW = dict(lr=0.05, weight_decay=0.1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not slow down on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread, and do not slow down on a busy CI machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model(seed: int = 0) -> nn.Sequential:

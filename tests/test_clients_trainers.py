@@ -34,13 +34,8 @@ CLOSE = dict(rtol=1e-5, atol=1e-6)
 TOLERANCE = {"reference": EXACT, "auto": CLOSE}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not slow down on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread, and do not slow down on a busy CI machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def adamw(library, params, impl="auto", **options):
