@@ -140,7 +140,11 @@ class FlatBuffer:
             p.data = value
             if p.requires_grad or p.grad is not None:
                 p.grad = grad
-        self.data_ptrs = [p.data_ptr() for p in self.params]
+        self._remember_bindings()
+
+    def _remember_bindings(self) -> None:
+        """What the binding check compares with: the aliases' pointers and versions."""
+        self.data_ptrs = [view.data_ptr() for view in self.param_views]
         self._note_grad_versions()
 
     def _note_grad_versions(self) -> None:
@@ -166,8 +170,7 @@ class FlatBuffer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._bind()
-        self.data_ptrs = [view.data_ptr() for view in self.param_views]
-        self._note_grad_versions()
+        self._remember_bindings()
 
     def __len__(self) -> int:
         return len(self.params)

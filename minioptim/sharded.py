@@ -21,8 +21,6 @@ see only this process's shards, so they refuse to run on a sharded bucket.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from .flat import DTensor, FlatBuffer, Run, local
@@ -41,10 +39,6 @@ class ShardedBuffer(FlatBuffer):
         n = len(self.params)
         self.param_views = [self.slot(self.param, i) for i in range(n)]
         self.grad_views = [self.slot(self.grad, i) for i in range(n)]
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._bind()
 
     @staticmethod
     def shards(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
