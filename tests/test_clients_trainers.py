@@ -27,15 +27,13 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated"),
     pytest.mark.filterwarnings("ignore:Using ModelCheckpoint with manual optimization"),
     pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty"),
+    # tiny models run fastest on one thread, and do not slow down on a busy CI machine
+    pytest.mark.usefixtures("one_thread"),
 ]
 
 EXACT = dict(rtol=0, atol=0)
 CLOSE = dict(rtol=1e-5, atol=1e-6)
 TOLERANCE = {"reference": EXACT, "auto": CLOSE}
-
-
-# Tiny models run fastest on one thread, and do not slow down on a busy CI machine.
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def adamw(library, params, impl="auto", **options):
