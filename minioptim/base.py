@@ -26,6 +26,7 @@ from .layout import Layout
 from .rule import Rule
 from .sharded import ShardedBuffer
 from .state import State, StateSlices, declare
+from .watched import WatchedState
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 IMPLEMENTATIONS = ("auto", "reference", "fast")
@@ -115,6 +116,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 "pass [tensor] or model.parameters()"
             )
         super().__init__(params, defaults)
+        self.state = WatchedState()
 
     # -- the extension API ----------------------------------------------------------------
 
@@ -254,6 +256,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         owner = type(self).__name__
+        self._check_groups()
+        self._sync_state_edits()
         for group, buckets in zip(self.param_groups, self._buckets, strict=True):
             specs = declare(self.state_names(group), owner)
             for bucket in buckets:
@@ -263,7 +267,41 @@ class FusedOptimizer(torch.optim.Optimizer):
                     bucket.finish(run)
                     if new and (specs or self.step_in_state):
                         bucket.publish(self.state, specs, run, self.step_in_state)
+        self.state.edited = False  # publish wrote the entries, not the user
         return loss
+
+    def _check_groups(self) -> None:
+        """Raise if ``param_groups`` no longer lists the parameters the buffers hold.
+
+        torch.optim reads ``group["params"]`` at every step, so a parameter appended to
+        it is trained; minioptim packs a group's parameters once, in ``add_param_group``.
+        """
+        if len(self.param_groups) != len(self._buckets):
+            raise RuntimeError(
+                f"{type(self).__name__}: param_groups has {len(self.param_groups)} groups, but "
+                f"the optimizer was built with {len(self._buckets)}. Add groups with "
+                "optimizer.add_param_group(...); to drop one, create a new optimizer"
+            )
+        for g, (group, buckets) in enumerate(zip(self.param_groups, self._buckets, strict=True)):
+            if len(group["params"]) != sum(map(len, buckets)):
+                raise RuntimeError(
+                    f"{type(self).__name__}: param_groups[{g}]['params'] has "
+                    f"{len(group['params'])} parameters, but the optimizer packed "
+                    f"{sum(map(len, buckets))} into its buffers when the group was added. "
+                    "Add parameters with optimizer.add_param_group({'params': [...]}) "
+                    "instead of changing a group's list; to remove some, create a new optimizer"
+                )
+
+    def _sync_state_edits(self) -> None:
+        """Take in edits of ``optimizer.state`` (see :mod:`minioptim.watched`).
+
+        After ``state.clear()``, ``del state[p]`` or a replaced entry, the flat state holds
+        what the entries now say, and parameters without an entry start afresh at their
+        next update, exactly as torch.optim's step would read them.
+        """
+        if isinstance(self.state, WatchedState) and not self.state.edited:
+            return
+        self._adopt_entries(lambda p, step: step if self.state.get(p) else None, edited=True)
 
     def _update_run(
         self, group: dict[str, Any], bucket: FlatBuffer, run: Run, state: dict[str, Any]
@@ -365,6 +403,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         saves its step counts beside ``"state"`` and ``"param_groups"``, under
         ``"minioptim_steps"`` (parameter index -> count); torch.optim ignores the key.
         """
+        self._sync_state_edits()
         state_dict = super().state_dict()
         state_dict["state"] = {
             index: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
@@ -382,17 +421,31 @@ class FusedOptimizer(torch.optim.Optimizer):
         parameter's device and dtype; the values are then copied into the flat state.
         """
         super().load_state_dict(state_dict)
-        owner = type(self).__name__
         params = self._params()
         saved = {id(params[int(i)]): s for i, s in state_dict.get(SAVED_STEPS, {}).items()}
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+        self._adopt_entries(lambda p, step: saved.get(id(p)), edited=False)
+
+    def _adopt_entries(self, saved_step: Callable[[Any, float], Any], edited: bool) -> None:
+        """Copy the entries of ``self.state`` into the buckets' flat state.
+
+        ``saved_step(p, current_count)`` is the step count to use for ``p`` where its entry
+        has no ``"step"`` (see :meth:`FlatBuffer.adopt`).
+        """
+        self.state = WatchedState(self.state)
+        owner = type(self).__name__
         with torch.no_grad():
             for group, buckets in zip(self.param_groups, self._buckets, strict=True):
-                for key, value in self.defaults.items():
-                    group.setdefault(key, value)
                 specs = declare(self.state_names(group), owner)
+                if edited and not specs and not self.step_in_state:
+                    continue  # a stateless rule keeps no entries to edit, as in torch.optim
                 for bucket in buckets:
-                    steps = [saved.get(id(p)) for p in bucket.params]
-                    bucket.adopt(self.state, specs, self.step_in_state, steps)
+                    counts = zip(bucket.params, bucket.steps.tolist(), strict=True)
+                    steps = [saved_step(p, n) for p, n in counts]
+                    bucket.adopt(self.state, specs, self.step_in_state, steps, edited=edited)
+        self.state.edited = False
 
     def _params(self) -> list[torch.Tensor]:
         """Every parameter, in the order state_dict() numbers them."""

@@ -108,10 +108,13 @@ class FlatBuffer:
     sharded = False
 
     def __init__(self, params: list[torch.Tensor]) -> None:
+        # Ordered by the parameters' (global) shapes, never by their FSDP2 shards' shapes:
+        # shards of uneven size differ between processes, and the order of the buffer is
+        # the order of optimizer.state, which distributed checkpoints gather rank by rank.
         first_seen: dict[torch.Size, int] = {}
         for i, p in enumerate(params):
-            first_seen.setdefault(local(p).shape, i)
-        self.params = sorted(params, key=lambda p: first_seen[local(p).shape])
+            first_seen.setdefault(p.shape, i)
+        self.params = sorted(params, key=lambda p: first_seen[p.shape])
         self.shapes = [local(p).shape for p in self.params]
         self.device = params[0].device
         self.dtype = params[0].dtype
@@ -130,6 +133,10 @@ class FlatBuffer:
         self.state_offsets: dict[str, list[int]] = {}
         self.state_shapes: dict[str, list[torch.Size]] = {}
         self.steps = torch.zeros(len(self.params), dtype=scalar_dtype())
+        # Whether each parameter has state (torch.optim: a non-empty state[p]). Its state
+        # is set to each spec's init before its first update, and again after its entry
+        # was deleted; zeroing state[p]["step"] restarts the count but keeps the state.
+        self.started = [False] * len(self.params)
         self._layouts: dict[tuple[int, int], Layout] = {}
         self._attach()
 
@@ -138,7 +145,7 @@ class FlatBuffer:
         self._bind()
         for p, value, grad in zip(self.params, self.param_views, self.grad_views, strict=True):
             p.data = value
-            if p.requires_grad or p.grad is not None:
+            if p.grad is not None:
                 p.grad = grad
         self._remember_bindings()
 
@@ -328,14 +335,26 @@ class FlatBuffer:
         Before a parameter's first update its state is (re)set to each spec's ``init``.
         """
         state, new = {}, False
+        fresh = self._fresh_ranges(run) if run.step == 1 else []
         for spec in specs:
             new = new or spec.name not in self.state
             flat = self.state_buffer(spec)
             offsets = self.state_offsets[spec.name]
-            state[spec.name] = piece = flat[offsets[run.first] : offsets[run.end]]
-            if run.step == 1:
-                piece.fill_(spec.init)
+            state[spec.name] = flat[offsets[run.first] : offsets[run.end]]
+            for first, end in fresh:
+                flat[offsets[first] : offsets[end]].fill_(spec.init)
         return state, new or run.step == 1
+
+    def _fresh_ranges(self, run: Run) -> list[tuple[int, int]]:
+        """The ranges ``(first, end)`` of the run's parameters that have no state yet."""
+        fresh = [not self.started[i] for i in range(run.first, run.end)]
+        ranges, first = [], run.first
+        for is_fresh, group in itertools.groupby(fresh):
+            end = first + sum(1 for _ in group)
+            if is_fresh:
+                ranges.append((first, end))
+            first = end
+        return ranges
 
     def finish(self, run: Run) -> None:
         """Count the update of a run, and tell autograd its parameters changed in place.
@@ -345,8 +364,14 @@ class FlatBuffer:
         version counters are bumped as if it had run on each ``p`` in place, as
         torch.optim's does.
         """
-        self.steps[run.first : run.end] += 1
+        self.count(run)
         torch.autograd.graph.increment_version(self.params[run.first : run.end])
+
+    def count(self, run: Run) -> None:
+        """One more update for the run's parameters, which all have state from now on."""
+        self.steps[run.first : run.end] += 1
+        if run.step == 1:
+            self.started[run.first : run.end] = [True] * (run.end - run.first)
 
     def publish(self, entries: dict, specs: Sequence[State], run: Run, with_step: bool) -> None:
         """Make ``entries[p]`` (the optimizer's ``state[p]``) hold views of the flat state."""
@@ -366,25 +391,43 @@ class FlatBuffer:
         specs: Sequence[State],
         with_step: bool,
         saved_steps: Iterable[float | None],
+        *,
+        edited: bool = False,
     ) -> None:
-        """Copy a loaded state (``entries[p]``, torch.optim's format) into the flat state.
+        """Copy a state in torch.optim's format (``entries[p]``) into the flat state.
 
-        A parameter's step count comes from its ``"step"`` entry, else from
-        ``saved_steps`` (minioptim's own checkpoints of optimizers without a ``"step"``
-        entry), else it is 1 if it has state (a torch.optim checkpoint) and 0 if not.
+        Used for a loaded ``state_dict`` and, with ``edited=True``, for edits of
+        ``optimizer.state``. Afterwards every entry holds views of the flat state again.
+
+        - A parameter whose entry is missing, or holds neither a declared tensor nor a
+          ``"step"``, has no state: its next update starts afresh, as in torch.optim.
+        - Its step count comes from its ``"step"`` entry, else from ``saved_steps``
+          (minioptim's checkpoints of optimizers without a ``"step"`` entry; the current
+          counts for an edit), else it is 1 (a torch.optim checkpoint with state).
+        - A declared tensor that a loaded entry lacks starts at its ``init``; an edited
+          entry that lacks one raises, as torch.optim's step would (``KeyError``).
         """
         declared = {spec.name: spec for spec in specs}
         for i, (p, saved) in enumerate(zip(self.params, saved_steps, strict=True)):
-            entry = entries.get(p)
-            if not entry:
-                self.steps[i] = 0 if saved is None else saved
-                continue
+            entry = entries.get(p) or {}
             tensors = {k: v for k, v in entry.items() if k in declared and v is not None}
-            for name, value in tensors.items():
-                value = local(value)
-                spec = declared[name]
+            if not tensors and "step" not in entry:
+                self.steps[i] = 0 if saved is None or edited else saved
+                self.started[i] = bool(self.steps[i] > 0)
+                continue
+            for name, spec in declared.items():
                 self.state_buffer(spec)
                 view = self.state_slot(name, i)
+                if name not in tensors:
+                    if edited:
+                        raise KeyError(
+                            f"optimizer.state[p] of a parameter of shape {tuple(p.shape)} "
+                            f"lost its {name!r} entry. Restore it, or delete the whole entry "
+                            "(del optimizer.state[p]) to restart that parameter's state"
+                        )
+                    view.fill_(spec.init)
+                    continue
+                value = local(tensors[name])
                 if value.shape != view.shape:
                     raise ValueError(
                         f"state[{name!r}] of a parameter of shape {tuple(p.shape)} has shape "
@@ -392,14 +435,16 @@ class FlatBuffer:
                         f"{tuple(view.shape)}: the state_dict belongs to another model, or "
                         "to an optimizer that declares this state differently"
                     )
-                view.copy_(value)
-                entry[name] = view
+                if value.data_ptr() != view.data_ptr():  # not already our view
+                    view.copy_(value)
+                entry[name] = self.state_entry(spec, i)
             if "step" in entry:
                 self.steps[i] = float(entry["step"])
             elif saved is not None:
                 self.steps[i] = saved
             else:
-                self.steps[i] = 1.0 if tensors else 0.0
+                self.steps[i] = 1.0
+            self.started[i] = True
             if with_step:
                 entry["step"] = self.steps[i]
             else:

@@ -56,7 +56,7 @@ class ShardedBuffer(FlatBuffer):
 
     def finish(self, run: Run) -> None:
         """Count the update and copy the new values back into the shards FSDP reads."""
-        self.steps[run.first : run.end] += 1
+        self.count(run)
         shards = self.shards(self.params[run.first : run.end])
         torch._foreach_copy_(shards, self.param_views[run.first : run.end])
 

@@ -235,7 +235,7 @@ def test_loaded_state_is_adopted_where_a_naive_flat_buffer_ignores_it(name, monk
     naive flat buffer), the resumed run diverges."""
     for naive in (False, True):
         if naive:
-            monkeypatch.setattr(minioptim.flat.FlatBuffer, "adopt", lambda self, *args: None)
+            monkeypatch.setattr(minioptim.flat.FlatBuffer, "adopt", lambda self, *args, **kw: None)
         net = model()
         optimizer = make(minioptim, name, net.parameters())
         train(net, optimizer, 5)

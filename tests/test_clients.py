@@ -81,7 +81,7 @@ def buffer_holds(net: nn.Module, optimizer) -> bool:
 def test_parameters_have_storages_of_their_own():
     """What serializers look at: distinct storages, each exactly the parameter's size."""
     net = model()
-    optimizer_for(minioptim, net.parameters())
+    optimizer_for(minioptim, net.parameters()).zero_grad()
     storages = [p.untyped_storage() for p in net.parameters()]
     assert len({s.data_ptr() for s in storages}) == len(storages)
     for p, storage in zip(net.parameters(), storages, strict=True):

@@ -329,6 +329,7 @@ def test_each_run_gets_one_call():
     cls = mistake(update, names=())
     params = [torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)]
     optimizer = cls(params)
+    optimizer.zero_grad()
     optimizer.step()
     params[0].grad = None
     optimizer.step()
@@ -358,6 +359,7 @@ def test_step_is_the_true_count_for_stateless_rules_and_survives_checkpoints(ste
     cls = type("Decay", (StepDecay,), {"step_in_state": step_in_state})
     params = leaf_copies(make_tensors(torch.float64))
     optimizer = cls(params)
+    optimizer.zero_grad()
     optimizer.step()
     assert optimizer.seen == 1
     train(optimizer, params, 4, seed=0)

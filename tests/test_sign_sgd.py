@@ -53,7 +53,7 @@ def test_sign_sgd_matches_definition(options, gradient, dtype, impl):
 def test_zero_gradient_moves_only_by_weight_decay(impl):
     p = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
     optimizer = minioptim.SignSGD([p], lr=0.1, weight_decay=0.5, impl=impl)
-    p.grad.copy_(torch.tensor([0.0, 4.0, -0.0]))
+    p.grad = torch.tensor([0.0, 4.0, -0.0])
     optimizer.step()
     # sign(0) = 0: entries 0 and 2 only shrink by (1 - 0.1 * 0.5); entry 1 also steps by -0.1
     torch.testing.assert_close(p.detach(), torch.tensor([0.95, -2.0 * 0.95 - 0.1, 2.85]))

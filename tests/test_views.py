@@ -35,6 +35,7 @@ def mlp(layers: int) -> nn.Module:
 def test_writing_the_buffer_changes_the_model():
     model = mlp(2)
     optimizer = minioptim.Adam(model.parameters())
+    optimizer.zero_grad()  # binds p.grad (None until then, as with torch.optim)
     bucket = optimizer.buckets[0][0]
     with torch.no_grad():
         bucket.param.copy_(torch.arange(bucket.param.numel()))
@@ -52,7 +53,7 @@ def test_every_parameter_has_a_storage_of_its_own_sized_like_it():
     """Serializers (safetensors, accelerate, torch.save) look at storages: each parameter
     must look independent, though it lives in the buffer."""
     model = mlp(3)
-    minioptim.AdamW(model.parameters())
+    minioptim.AdamW(model.parameters()).zero_grad()
     for tensors in ([p.detach() for p in model.parameters()], [p.grad for p in model.parameters()]):
         storages = [t.untyped_storage() for t in tensors]
         assert len({s.data_ptr() for s in storages}) == len(tensors)
@@ -75,6 +76,7 @@ def test_zero_grad_is_one_fill_per_bucket(make):
     model = mlp(5)
     model.double()[0].float()  # two dtypes: two buckets
     optimizer = make(model.parameters())
+    optimizer.zero_grad()
     for p in model.parameters():
         p.grad.fill_(3.0)
     with CountOps() as counter:
@@ -91,6 +93,7 @@ def test_step_cost_does_not_grow_with_the_number_of_tensors(make):
     for layers in (2, 40):
         model = mlp(layers)
         optimizer = make(model.parameters())
+        optimizer.zero_grad()
         for p in model.parameters():
             p.grad.normal_()
         optimizer.step()  # first step creates the state
@@ -106,6 +109,7 @@ def test_after_re_adopting_replaced_data_a_step_costs_what_it_did():
     find every pointer bound again and copy nothing (two pointer comparisons each)."""
     model = mlp(3)
     optimizer = minioptim.SGD(model.parameters(), lr=0.1)
+    optimizer.zero_grad()
     for p in model.parameters():
         p.grad.normal_()
     with CountOps() as before:
