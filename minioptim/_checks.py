@@ -48,9 +48,41 @@ def unit_interval(group: dict[str, Any], name: str, value: Any) -> None:
 
 
 def betas(group: dict[str, Any]) -> None:
-    """``group["betas"]`` is a pair of coefficients in [0, 1)."""
+    """``group["betas"]`` is a pair of coefficients in [0, 1): two numbers or two tensors."""
     pair = group["betas"]
     if not isinstance(pair, tuple | list) or len(pair) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {pair!r}{_where(group)}")
     for index, beta in enumerate(pair):
         unit_interval(group, f"betas[{index}]", beta)
+    # As torch.optim.Adam: a tensor beta and a number do not mix.
+    if isinstance(pair[0], torch.Tensor) != isinstance(pair[1], torch.Tensor):
+        raise ValueError(
+            f"betas must be either both numbers or both tensors, got {pair!r}{_where(group)}; "
+            "pass two floats, e.g. betas=(0.9, 0.999), or two 1-element tensors"
+        )
+
+
+def no_tensor_with_foreach(group: dict[str, Any], owner: str) -> None:
+    """A tensor ``lr`` or beta is refused with ``foreach=True``, as ``torch.optim.<owner>``
+    refuses it (without ``capturable=True``, which minioptim does not support)."""
+    if not group.get("foreach"):
+        return
+    named = [("lr", group["lr"])] + [
+        (f"betas[{index}]", beta) for index, beta in enumerate(group.get("betas", ()))
+    ]
+    for name, value in named:
+        if isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"{name} as a Tensor is not supported with foreach=True, as in "
+                f"torch.optim.{owner}{_where(group)}. minioptim ignores foreach (every update "
+                f"is fused): drop foreach=True, or pass {name} as a float"
+            )
+
+
+def fused_or_foreach(group: dict[str, Any]) -> None:
+    """``fused=True`` and ``foreach=True`` together raise, as in torch.optim (RuntimeError)."""
+    if group.get("fused") and group.get("foreach"):
+        raise RuntimeError(
+            "`fused` and `foreach` cannot be `True` together (as in torch.optim); minioptim "
+            f"ignores both, every update being fused: pass at most one{_where(group)}"
+        )

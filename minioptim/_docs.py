@@ -10,7 +10,9 @@ IMPL = """impl:
 COMPAT = """foreach, fused, capturable, differentiable:
         Accepted for compatibility with torch.optim and kept in ``param_groups``;
         ``foreach`` and ``fused`` change nothing (every update here is fused over a flat
-        buffer), ``capturable=True`` and ``differentiable=True`` are not supported."""
+        buffer), but what torch.optim refuses with them raises here too (both True; in
+        Adam, a tensor ``lr`` or betas with ``foreach=True``); ``capturable=True`` and
+        ``differentiable=True`` are not supported."""
 
 TENSOR_LR = """``lr`` may be a Python number or a 1-element tensor, as in torch.optim."""
 

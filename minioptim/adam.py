@@ -24,7 +24,8 @@ class Adam(FusedOptimizer):
     {params}
     lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay:
         As in ``torch.optim.Adam``, with the same defaults. ``decoupled_weight_decay=True``
-        is AdamW. {tensor_lr} So may each beta.
+        is AdamW. {tensor_lr} So may the betas: both, or neither (a tensor and a
+        float raise, as in torch.optim).
     {compat}
     {impl}
 
@@ -77,6 +78,8 @@ class Adam(FusedOptimizer):
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "eps", "weight_decay")
         _checks.betas(group)
+        _checks.fused_or_foreach(group)
+        _checks.no_tensor_with_foreach(group, type(self).__name__)
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         names = ("exp_avg", "exp_avg_sq")

@@ -28,7 +28,8 @@ class Lion(FusedOptimizer):
         Learning rate :math:`\eta`. {tensor_lr}
     betas:
         :math:`(\beta_1, \beta_2)`: the interpolation used for the step and the EMA kept as
-        momentum.
+        momentum. Two floats, or two 1-element tensors (a tensor and a float raise, as for
+        Adam).
     weight_decay:
         Decoupled weight decay :math:`\lambda`.
     maximize:

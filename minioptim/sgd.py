@@ -73,6 +73,7 @@ class SGD(FusedOptimizer):
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "momentum", "weight_decay")
         _checks.number(group, "dampening")
+        _checks.fused_or_foreach(group)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(
                 "nesterov=True requires momentum > 0 and dampening = 0, got "

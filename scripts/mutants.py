@@ -778,6 +778,48 @@ MUTANTS = [
         "betas: three betas accepted",
     ),
     M(
+        "_checks.py",
+        "if isinstance(pair[0], torch.Tensor) != isinstance(pair[1], torch.Tensor):",
+        "if isinstance(pair[0], torch.Tensor) and not isinstance(pair[1], torch.Tensor):",
+        "betas: a float beta1 with a tensor beta2 accepted",
+    ),
+    M(
+        "_checks.py",
+        '    if not group.get("foreach"):\n        return',
+        '    if group.get("foreach") is None:\n        return',
+        "no_tensor_with_foreach: foreach=False refused like foreach=True",
+    ),
+    M(
+        "_checks.py",
+        'enumerate(group.get("betas", ()))',
+        'enumerate(group.get("beta", ()))',
+        "no_tensor_with_foreach: tensor betas with foreach=True accepted (a misspelt key)",
+    ),
+    M(
+        "_checks.py",
+        'if group.get("fused") and group.get("foreach"):',
+        'if group.get("fused") and group.get("foreach") is None:',
+        "fused_or_foreach: fused=True with foreach=True accepted",
+    ),
+    M(
+        "adam.py",
+        "        _checks.no_tensor_with_foreach(group, type(self).__name__)\n",
+        "",
+        "Adam.check_group: a tensor lr or betas with foreach=True accepted",
+    ),
+    M(
+        "adam.py",
+        "        _checks.fused_or_foreach(group)\n",
+        "",
+        "Adam.check_group: fused=True with foreach=True accepted",
+    ),
+    M(
+        "sgd.py",
+        "        _checks.fused_or_foreach(group)\n",
+        "",
+        "SGD.check_group: fused=True with foreach=True accepted",
+    ),
+    M(
         "sgd.py",
         'if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):',
         'if group["nesterov"] and (group["momentum"] < 0 or group["dampening"] != 0):',

@@ -33,12 +33,29 @@ def matrix():
         (lambda: minioptim.Adam(params(), betas=(1.0, 0.999)), r"betas\[0\]"),
         (lambda: minioptim.Adam(params(), betas=(0.9, -0.1)), r"betas\[1\]"),
         (lambda: minioptim.Adam(params(), betas=(0.9,)), "betas"),
+        (lambda: minioptim.Adam(params(), betas=(torch.tensor(0.9), 0.99)), "both tensors"),
+        (lambda: minioptim.Adam(params(), betas=(0.9, torch.tensor(0.99))), "both tensors"),
+        (
+            lambda: minioptim.Adam([{"params": params(), "betas": (torch.tensor(0.9), 0.99)}]),
+            "both tensors",
+        ),
+        (
+            lambda: minioptim.Adam(params(), lr=torch.tensor(1e-3), foreach=True),
+            "lr as a Tensor is not supported with foreach=True",
+        ),
+        (
+            lambda: minioptim.AdamW(
+                params(), betas=(torch.tensor(0.9), torch.tensor(0.99)), foreach=True
+            ),
+            r"betas\[0\] as a Tensor is not supported with foreach=True",
+        ),
         (lambda: minioptim.AdamW(params(), weight_decay=-0.1), "weight_decay"),
         (lambda: minioptim.SignSGD(params(), lr=-1.0), "lr"),
         (lambda: minioptim.SignSGD(params(), momentum=1.0), "momentum"),
         (lambda: minioptim.SignSGD(params(), momentum=-0.1), "momentum"),
         (lambda: minioptim.Lion(params(), betas=(0.9, 1.0)), r"betas\[1\]"),
         (lambda: minioptim.Lion(params(), betas=(0.9,)), "pair"),
+        (lambda: minioptim.Lion(params(), betas=(torch.tensor(0.9), 0.99)), "both tensors"),
         (lambda: minioptim.Muon([torch.zeros(2, 3, 4, requires_grad=True)]), "2-d"),
         (lambda: minioptim.Muon([torch.zeros(3, requires_grad=True)]), "2-d"),
         (lambda: minioptim.Muon(matrix(), adjust_lr_fn="match_rms"), "adjust_lr_fn"),
@@ -55,6 +72,26 @@ def matrix():
 def test_invalid_hyperparameters_raise_value_error_naming_the_argument(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+def test_fused_and_foreach_together_raise_as_in_torch(name):
+    with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
+        getattr(minioptim, name)(params(), fused=True, foreach=True)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(lr=torch.tensor(1e-3), foreach=False),
+        dict(lr=torch.tensor(1e-3), fused=True),
+        dict(betas=(torch.tensor(0.9), torch.tensor(0.99))),
+        dict(fused=True, foreach=False),
+    ],
+    ids=["tensor-lr", "tensor-lr-fused", "tensor-betas", "fused"],
+)
+def test_tensors_and_flags_that_torch_accepts_are_accepted(options):
+    minioptim.Adam(params(), **options)
 
 
 def test_duplicated_parameters_raise():
