@@ -44,7 +44,8 @@ restores the file. Tests run with one thread each (``OMP_NUM_THREADS=1``), hypot
 derandomized and without its example database, so results do not depend on the worker.
 The tests are the library's fast tests: ``tests/test_*.py`` without the book, the
 clients, the grader, the README examples, the benchmark and the multi-process (DDP,
-FSDP) tests, and without the torch.compile test.
+FSDP) tests, and without the torch.compile test; nor test_optim_db.py, whose import of
+torch's test registry costs 3 s per mutant (test_validation.py checks the same rules).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Test files left out (see the docstring); everything else under tests/test_*.py runs.
 EXCLUDED = re.compile(
-    r"test_(bench|ddp|fsdp|docs|clients.*|grade.*)\.py$",
+    r"test_(bench|ddp|fsdp|docs|optim_db|clients.*|grade.*)\.py$",
 )
 DESELECTED = ["tests/test_integration.py::test_compiled_model_trains_like_torch"]
 # Which test files to run first for a mutant of each library file (-x stops at the first
