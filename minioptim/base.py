@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from .flat import DTensor, FlatBuffer, Run
+from .flat import DTensor, FlatBuffer, Run, unmovable
 from .layout import Layout
 from .rule import Rule
 from .sharded import ShardedBuffer
@@ -235,6 +236,32 @@ class FusedOptimizer(torch.optim.Optimizer):
             if id(p) in seen:
                 raise ValueError(f"{name}: params[{i}] appears twice in the parameter list")
             seen.add(id(p))
+            problem = None if isinstance(p, DTensor) else unmovable(p)
+            if problem:
+                raise ValueError(f"{name}: params[{i}] {problem}")
+        self._check_no_shared_memory(params)
+
+    def _check_no_shared_memory(self, new: list[torch.Tensor]) -> None:
+        """Raise if two parameters share memory (tied through ``.data``, not by object).
+
+        torch.optim would update the shared memory once per parameter; packing them into
+        separate slots would untie them silently.
+        """
+        # one parameter in two groups is not tied memory: torch.optim's check reports it
+        unique = {id(p): p for p in (*self._params(), *new)}.values()
+        params = [p for p in unique if not isinstance(p, DTensor)]
+        spans = sorted(
+            (str(p.device), p.data_ptr(), p.data_ptr() + p.nbytes, i)
+            for i, p in enumerate(params)
+            if p.numel()
+        )
+        for (device, _, end, i), (other, start, _, j) in itertools.pairwise(spans):
+            if device == other and start < end:
+                raise ValueError(
+                    f"{type(self).__name__}: parameters {min(i, j)} and {max(i, j)} (counting "
+                    "every group) share memory, tied through .data. Tie modules by sharing one "
+                    "Parameter (b.weight = a.weight): optimizers then see it once"
+                )
 
     # -- stepping ---------------------------------------------------------------------------
 

@@ -48,6 +48,8 @@ except ImportError:  # a build of torch without torch.distributed
 GRAD = operator.attrgetter("grad")  # p.grad for each p in map(GRAD, params), at C speed
 REQUIRES_GRAD = operator.attrgetter("requires_grad")
 VERSION = operator.attrgetter("_version")
+# The memory formats that torch keeps for gradients and optimizer state, by dimension.
+CHANNELS_LAST = {4: (torch.channels_last,), 5: (torch.channels_last_3d,)}
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
@@ -74,6 +76,29 @@ def alias(view: torch.Tensor) -> torch.Tensor:
         return torch.from_dlpack(view)
     except (RuntimeError, BufferError, TypeError):
         return view
+
+
+def unmovable(data: torch.Tensor) -> str | None:
+    """Why the memory of ``data`` cannot move into a buffer unnoticed, or ``None``.
+
+    Packing copies a parameter into the buffer and makes ``p.data`` an alias of its slot.
+    That changes nothing a program can see, unless the old memory had a layout of its own
+    or someone else still reads it.
+    """
+    formats = CHANNELS_LAST.get(data.dim(), ())
+    if not data.is_contiguous() and any(data.is_contiguous(memory_format=f) for f in formats):
+        return (
+            "is channels_last, and the buffer keeps parameters contiguous, so its memory "
+            "format would change silently. minioptim does not support channels_last "
+            "parameters yet: leave the model in the default memory format, or use torch.optim"
+        )
+    if data.device.type == "cpu" and data.is_shared():
+        return (
+            "lives in shared memory (model.share_memory(), as for Hogwild training), and "
+            "the optimizer keeps parameters in a buffer of its own, which the other "
+            "processes would not see. Use torch.optim for Hogwild training"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -268,6 +293,23 @@ class FlatBuffer:
     def _readopt_data(self, i: int, owner: str) -> None:
         p, view = self.params[i], self.param_views[i]
         data = p.data
+        problem = unmovable(data)
+        buffer_start = self.param.data_ptr()
+        if buffer_start <= data.data_ptr() < buffer_start + self.param.nbytes:
+            problem = (
+                "now points at the memory of another parameter of this optimizer (tied "
+                "through .data). Tie modules by sharing one Parameter (b.weight = a.weight)"
+            )
+        elif data.untyped_storage().nbytes() > data.nbytes:
+            problem = (
+                "is now a view into a larger tensor (ZeroRedundancyOptimizer's "
+                "parameters_as_bucket_view=True, vector_to_parameters), whose owner expects "
+                "the updates there; the optimizer keeps parameters in a buffer of its own. "
+                "Write new values in place (with torch.no_grad(): p.copy_(values)), or pass "
+                "parameters_as_bucket_view=False"
+            )
+        if problem:
+            raise RuntimeError(f"{owner}: a parameter of shape {tuple(p.shape)} {problem}")
         if (data.device, data.dtype, data.shape) != (self.device, self.dtype, view.shape):
             raise RuntimeError(
                 f"{owner}: a parameter of a group is now a {data.dtype} tensor of shape "

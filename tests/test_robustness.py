@@ -290,3 +290,99 @@ def test_a_step_between_forward_and_backward_is_caught_by_autograd_as_in_torch(c
         optimizer.step()
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             stale.backward()
+
+
+# -- what cannot move into a buffer unnoticed: refused, never silently changed -------------
+
+
+def tied_through_data():
+    a, b = nn.Linear(3, 3), nn.Linear(3, 3)
+    b.weight.data = a.weight.data  # two Parameters, one memory: torch.optim updates it twice
+    return [*a.parameters(), *b.parameters()]
+
+
+def shared():
+    return list(nn.Linear(3, 3).share_memory().parameters())  # Hogwild
+
+
+def channels_last():
+    return list(nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last).parameters())
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (tied_through_data, "parameters 0 and 2 .* share memory"),
+        (shared, "shared memory"),
+        (channels_last, "channels_last"),
+    ],
+)
+def test_parameters_that_cannot_be_packed_are_refused_at_construction(make, message):
+    with pytest.raises(ValueError, match=message):
+        minioptim.Adam(make())
+
+
+def test_parameters_tied_to_one_in_an_earlier_group_are_refused():
+    a, b = nn.Linear(3, 3), nn.Linear(3, 3)
+    optimizer = minioptim.Adam(a.parameters())
+    b.weight.data = a.weight.data
+    with pytest.raises(ValueError, match="share memory"):
+        optimizer.add_param_group({"params": list(b.parameters())})
+    assert len(optimizer.param_groups) == 1  # the refused group was not added
+
+
+def tie(net):
+    net[2].weight.data = net[0].weight.data
+
+
+def vector_to_parameters(net):
+    nn.utils.vector_to_parameters(torch.zeros(sum(p.numel() for p in net.parameters())),
+                                  net.parameters())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda net: net.share_memory(), "shared memory"),
+        (lambda net: net.to(memory_format=torch.channels_last), "channels_last"),
+        (tie, "another parameter of this optimizer"),
+        (vector_to_parameters, "view into a larger tensor"),
+    ],
+    ids=["share_memory", "channels_last", "tied", "vector_to_parameters"],
+)
+def test_parameters_changed_after_construction_in_a_way_that_cannot_be_repaired_raise(
+    change, message
+):
+    """Re-adopting would copy the new memory into the buffer and point p.data back: the
+    shared memory, the memory format, the tie or the caller's vector would silently stop
+    following the parameter. So the step raises instead of training."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Tanh(), nn.Conv2d(2, 2, 3, padding=1))
+    optimizer = minioptim.SGD(net.parameters(), lr=0.1)
+    change(net)
+    before = [p.detach().clone() for p in net.parameters()]
+    net(torch.randn(1, 2, 3, 3)).sum().backward()
+    with pytest.raises(RuntimeError, match=message):
+        optimizer.step()
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda optimizer, extra: optimizer.param_groups[0]["params"].append(extra),
+        lambda optimizer, extra: optimizer.param_groups[0]["params"].pop(),
+        lambda optimizer, extra: optimizer.param_groups.pop(),
+    ],
+    ids=["appended", "removed", "group removed"],
+)
+def test_changing_param_groups_by_hand_raises_instead_of_ignoring_it(change):
+    """torch.optim reads group["params"] at every step; minioptim packed them once."""
+    net = nn.Linear(3, 3)
+    extra = nn.Parameter(torch.ones(2))
+    optimizer = minioptim.Adam([net.weight])
+    optimizer.add_param_group({"params": [net.bias]})
+    change(optimizer, extra)
+    net(torch.ones(1, 3)).sum().backward()
+    with pytest.raises(RuntimeError, match="add_param_group"):
+        optimizer.step()

@@ -71,6 +71,25 @@ def test_construction_keeps_values_and_existing_gradients():
         assert torch.equal(p.detach(), value) and torch.equal(p.grad, grad)
 
 
+def test_a_new_optimizer_leaves_missing_gradients_none_and_binds_them_later():
+    """As with torch.optim, p.grad stays None until the first backward or zero_grad():
+    torch.distributed.checkpoint initialises a new optimizer's state only when every
+    p.grad is None (otherwise the load restores nothing). The first gradient is copied
+    into the buffer at the first step; zero_grad() makes p.grad an alias at once."""
+    model = mlp(2)
+    optimizer = minioptim.SGD(model.parameters(), lr=0.1)
+    assert all(p.grad is None for p in model.parameters())
+    model(torch.ones(1, 8)).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.step()
+    bucket = optimizer.buckets[0][0]
+    for p, grad, value in zip(model.parameters(), grads, before, strict=True):
+        i = next(i for i, q in enumerate(bucket.params) if q is p)
+        assert p.grad.data_ptr() == bucket.grad[bucket.offsets[i] :].data_ptr()
+        assert torch.equal(p.detach(), value.add(grad, alpha=-0.1))
+
+
 @pytest.mark.parametrize("make", OPTIMIZERS)
 def test_zero_grad_is_one_fill_per_bucket(make):
     model = mlp(5)
