@@ -44,7 +44,7 @@ restores the file. Tests run with one thread each (``OMP_NUM_THREADS=1``), hypot
 derandomized and without its example database, so results do not depend on the worker.
 The tests are the library's fast tests: ``tests/test_*.py`` without the book, the
 clients, the grader, the README examples, the benchmark and the multi-process (DDP,
-FSDP) tests, and without the torch.compile test; nor test_optim_db.py, whose import of
+FSDP, distributed checkpoint) tests, and without the torch.compile test; nor test_optim_db.py, whose import of
 torch's test registry costs 3 s per mutant (test_validation.py checks the same rules).
 """
 
@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Test files left out (see the docstring); everything else under tests/test_*.py runs.
 EXCLUDED = re.compile(
-    r"test_(bench|ddp|fsdp|docs|optim_db|clients.*|grade.*)\.py$",
+    r"test_(bench|ddp|fsdp|distributed_checkpoints|docs|optim_db|clients.*|grade.*)\.py$",
 )
 DESELECTED = ["tests/test_integration.py::test_compiled_model_trains_like_torch"]
 # Which test files to run first for a mutant of each library file (-x stops at the first
@@ -77,6 +77,7 @@ FIRST = {
     "functional.py": ["test_registry.py", "test_equivalence.py", "test_sign_sgd.py"],
     "flat.py": ["test_robustness.py", "test_checkpoints.py", "test_views.py"],
     "base.py": ["test_extension_api.py", "test_robustness.py", "test_checkpoints.py"],
+    "watched.py": ["test_state_edits.py"],
     "layout.py": ["test_extension_api.py"],
     "state.py": ["test_extension_api.py"],
     "rule.py": ["test_registry.py"],

@@ -71,23 +71,24 @@ def train(net, optimizer, steps, start=0):
         optimizer.step()
 
 
-def run(library, name, edit):
+def run(library, name, edit, after=3):
     net = model()
     params = list(net.parameters())
     options = OPTIMIZERS[name]
     extra = dict(impl="reference") if library is minioptim else dict(foreach=False)
     optimizer = getattr(library, name)(params, **options, **extra)
-    train(net, optimizer, 3)
+    train(net, optimizer, after)
     EDITS[edit](optimizer, params)
-    train(net, optimizer, 4, start=3)
+    train(net, optimizer, 4, start=after)
     return params, optimizer.state_dict()
 
 
+@pytest.mark.parametrize("after", [1, 3], ids=["after 1 step", "after 3 steps"])
 @pytest.mark.parametrize("name, edit", CASES)
-def test_an_edit_of_the_state_changes_the_next_steps_as_in_torch(name, edit):
+def test_an_edit_of_the_state_changes_the_next_steps_as_in_torch(name, edit, after):
     """The reference path is bit-identical to torch's for-loop, so equality is exact."""
-    ours, our_state = run(minioptim, name, edit)
-    theirs, their_state = run(torch.optim, name, edit)
+    ours, our_state = run(minioptim, name, edit, after)
+    theirs, their_state = run(torch.optim, name, edit, after)
     for p, q in zip(ours, theirs, strict=True):
         assert torch.equal(p, q)
     assert our_state["state"].keys() == their_state["state"].keys()
