@@ -364,7 +364,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                     f"optimizer keeps the original. Write state[{key!r}].mul_(...).add_(...) "
                     f"or state[{key!r}].copy_(new_value)"
                 )
-        if param._version == version and not self.allow_unchanged_params:
+        # (an empty slice cannot change: the run holds only zero-element parameters)
+        if param._version == version and param.numel() and not self.allow_unchanged_params:
             raise RuntimeError(
                 f"{name} did not change param in place, so the parameters did not move. "
                 "Write param.add_(update, alpha=-lr), not param = param - lr * update. (A rule "

@@ -117,6 +117,12 @@ class Muon(FusedOptimizer):
                     f"{tuple(p.shape)}. Give biases, norms and embeddings to a second "
                     "optimizer, e.g. minioptim.AdamW (the recipe is in Muon's docstring)"
                 )
+            if p.shape[1] == 0 and group["adjust_lr_fn"] != "match_rms_adamw":
+                raise ValueError(
+                    f"params[{i}] has shape {tuple(p.shape)}: no columns, so Muon's learning "
+                    "rate scale sqrt(max(1, rows / columns)) is undefined (torch.optim.Muon "
+                    "raises ZeroDivisionError). Leave empty matrices out of the parameters"
+                )
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",)

@@ -246,3 +246,31 @@ def test_the_registry_covers_every_optimizer():
     assert names == {"SGD", "Adam", "AdamW", "SignSGD", "Lion", "Muon"}
     assert all(hasattr(minioptim, name) for name in names)
     assert TOLERANCES  # the fast tolerances come from conftest
+
+
+def with_empty(tensors):
+    """The case's parameters with zero-element ones among them: one between the others
+    and one at the end (a run or a fast-path block of nothing)."""
+    dtype = tensors[0].dtype
+    empty = torch.zeros(0, 3, dtype=dtype)  # 2-d, so that Muon takes it too
+    return [tensors[0], empty, *tensors[1:], empty.clone()]
+
+
+@by_id
+def test_zero_element_parameters_are_updated_like_the_others(case, impl):
+    """torch.optim steps zero-element parameters (state, step counts); SignSGD's and
+    Lion's fast paths used to raise "did not change param in place" on them."""
+    assert_same_trajectory(
+        lambda ps: case.ours(ps, impl),
+        case.theirs,
+        with_empty(case.tensors(torch.float64)),
+        steps=4,
+        **case.tolerance(impl, torch.float64),
+    )
+
+
+def test_muon_refuses_matrices_without_columns_where_its_lr_scale_divides_by_zero():
+    empty = torch.zeros(3, 0, requires_grad=True)
+    with pytest.raises(ValueError, match="no columns"):
+        minioptim.Muon([empty])
+    minioptim.Muon([empty], adjust_lr_fn="match_rms_adamw")  # 0.2 sqrt(max(A, B)): defined
