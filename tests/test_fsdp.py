@@ -74,6 +74,24 @@ def train(model, optimizer, data, zero_grad_to_none=False):
     return trajectory
 
 
+def train_with_edits(model, optimizer):
+    """Two steps; the weights written in place (a user's rescaling, a weight-tying
+    refresh); two steps; the first layer frozen; two steps. The bucket must take the
+    written values in, and leave the frozen layer alone, as torch.optim does."""
+    data = batches()
+    trajectory = train(model, optimizer, data[:2], zero_grad_to_none=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    trajectory += train(model, optimizer, data[2:4], zero_grad_to_none=True)
+    model[0].requires_grad_(False)
+    # each library's own zero_grad: minioptim's zeroes in place but gives frozen
+    # parameters None, which torch's default (set_to_none=True) gives every parameter
+    ours = isinstance(optimizer, minioptim.FusedOptimizer)
+    trajectory += train(model, optimizer, data[4:], zero_grad_to_none=not ours)
+    return trajectory
+
+
 def _worker(rank: int, init_method: str, out_dir: Path) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=WORLD_SIZE)
@@ -103,6 +121,12 @@ def _worker(rank: int, init_method: str, out_dir: Path) -> None:
             resumed.load_state_dict(copy.deepcopy(saved))
             results[name, "continued"] = train(ours_model, ours, batches()[:2])
             results[name, "resumed"] = train(resumed_model, resumed, batches()[:2])
+        # the model changed between steps: written in place, then a layer frozen
+        for library in (minioptim, torch.optim):
+            edited_model = shard(make_model())
+            extra = dict(impl="reference") if library is minioptim else dict(foreach=False)
+            optimizer = library.AdamW(edited_model.parameters(), **OPTIMIZERS["AdamW"], **extra)
+            results["edited", library.__name__] = train_with_edits(edited_model, optimizer)
         # rules that need whole tensors refuse shards with a clear error
         muon_model = shard(nn.Sequential(nn.Linear(4, 4, bias=False)))
         muon = minioptim.Muon(muon_model.parameters())
@@ -157,3 +181,13 @@ def test_sharded_checkpoints_hold_dtensors_and_resume(ranks, name):
 def test_rules_that_need_whole_tensors_refuse_shards(ranks):
     for results in ranks:
         assert "needs whole tensors" in results["muon"]
+
+
+def test_sharded_buckets_follow_weights_written_between_steps_and_frozen_layers(ranks):
+    """Bit-identical to torch.optim (reference path, float64): the shards are copied in
+    before every update, so values written between steps count; a frozen layer gets no
+    update (its gradient is None after zero_grad), as in torch.optim."""
+    for results in ranks:
+        ours, theirs = results["edited", "minioptim"], results["edited", "torch.optim"]
+        assert_trajectories_equal(ours, theirs, TOLERANCES["reference"])
+        assert torch.equal(ours[-1][0], ours[3][0])  # frozen after step 4: never moved
