@@ -414,3 +414,30 @@ def test_by_shape_gives_views_of_same_shaped_parameters_without_a_copy():
     for i in indices:
         assert torch.all(bucket.layout().params[i] == 0)
     assert all(torch.any(p != 0) for p in params if p.shape != (4, 3))
+
+
+class TwoPaths(FusedOptimizer):
+    """A readable update and a (pretend) faster one that counts its calls."""
+
+    fast_calls = 0
+
+    def __init__(self, params, lr=0.1, **kwargs):
+        super().__init__(params, dict(lr=lr), **kwargs)
+
+    def update(self, group, param, grad, state, step):
+        param.add_(grad, alpha=-group["lr"])
+
+    def fast_update(self, group, param, grad, state, step):
+        type(self).fast_calls += 1
+        param.add_(grad, alpha=-group["lr"])
+
+
+@pytest.mark.parametrize("impl, fast", [("auto", True), ("fast", True), ("reference", False)])
+def test_a_subclass_with_its_own_fast_update_gets_it_by_default(impl, fast):
+    TwoPaths.fast_calls = 0
+    params = [torch.ones(3, requires_grad=True)]
+    optimizer = TwoPaths(params, impl=impl)
+    params[0].grad = torch.ones(3)
+    optimizer.step()
+    assert optimizer.impl == ("fast" if fast else "reference")
+    assert TwoPaths.fast_calls == int(fast)

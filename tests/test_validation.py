@@ -54,6 +54,8 @@ def matrix():
         (lambda: minioptim.SignSGD(params(), momentum=1.0), "momentum"),
         (lambda: minioptim.SignSGD(params(), momentum=-0.1), "momentum"),
         (lambda: minioptim.Lion(params(), betas=(0.9, 1.0)), r"betas\[1\]"),
+        (lambda: minioptim.Lion(params(), weight_decay=-0.1), "weight_decay"),
+        (lambda: minioptim.Lion(params(), lr=-0.1), "lr"),
         (lambda: minioptim.Lion(params(), betas=(0.9,)), "pair"),
         (lambda: minioptim.Lion(params(), betas=(torch.tensor(0.9), 0.99)), "both tensors"),
         (lambda: minioptim.Muon([torch.zeros(2, 3, 4, requires_grad=True)]), "2-d"),
