@@ -101,6 +101,17 @@ def unmovable(data: torch.Tensor) -> str | None:
     return None
 
 
+def held_elsewhere(param: torch.Tensor) -> bool:
+    """Whether another tensor than ``param`` holds its memory (a bucket, a caller's ``t``).
+
+    Counts the references to the storage: ``param`` itself and the storage object made
+    to ask make two. (torch.distributed's ZeroRedundancyOptimizer points ``p.data`` into
+    its own buckets, which it broadcasts after each step.)
+    """
+    storage = param.untyped_storage()
+    return torch._C._storage_Use_Count(storage._cdata) > 2
+
+
 @dataclass(frozen=True)
 class Run:
     """Consecutive parameters ``first .. end - 1`` of a bucket, updated with one call.
@@ -292,20 +303,22 @@ class FlatBuffer:
 
     def _readopt_data(self, i: int, owner: str) -> None:
         p, view = self.params[i], self.param_views[i]
+        shared = held_elsewhere(p)
         data = p.data
-        problem = unmovable(data)
         buffer_start = self.param.data_ptr()
-        if buffer_start <= data.data_ptr() < buffer_start + self.param.nbytes:
+        problem = unmovable(data)
+        if problem is None and buffer_start <= data.data_ptr() < buffer_start + self.param.nbytes:
             problem = (
                 "now points at the memory of another parameter of this optimizer (tied "
                 "through .data). Tie modules by sharing one Parameter (b.weight = a.weight)"
             )
-        elif data.untyped_storage().nbytes() > data.nbytes:
+        elif problem is None and shared:
             problem = (
-                "is now a view into a larger tensor (ZeroRedundancyOptimizer's "
-                "parameters_as_bucket_view=True, vector_to_parameters), whose owner expects "
-                "the updates there; the optimizer keeps parameters in a buffer of its own. "
-                "Write new values in place (with torch.no_grad(): p.copy_(values)), or pass "
+                "now lives in memory that another tensor holds too "
+                "(ZeroRedundancyOptimizer's parameters_as_bucket_view=True, "
+                "vector_to_parameters, p.data = t with t still in use), which would not see "
+                "the updates: the optimizer keeps parameters in a buffer of its own. Write "
+                "new values in place (with torch.no_grad(): p.copy_(t)), or pass "
                 "parameters_as_bucket_view=False"
             )
         if problem:

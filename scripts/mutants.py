@@ -629,8 +629,8 @@ MUTANTS = [
     ),
     M(
         "base.py",
-        "if param._version == version and not self.allow_unchanged_params:",
-        "if param._version < version and not self.allow_unchanged_params:",
+        "if param._version == version and param.numel() and not self.allow_unchanged_params:",
+        "if param._version < version and param.numel() and not self.allow_unchanged_params:",
         "guardrail: an update that did not change param in place not detected",
     ),
     M(
@@ -920,7 +920,7 @@ MUTANTS = [
     ),
     M(
         "flat.py",
-        "        elif data.untyped_storage().nbytes() > data.nbytes:",
+        "        elif problem is None and shared:",
         "        elif False:",
         "p.data re-pointed into a larger tensor (ZeRO bucket view) re-adopted (issue 16)",
     ),

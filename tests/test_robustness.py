@@ -340,15 +340,21 @@ def vector_to_parameters(net):
                                   net.parameters())  # fmt: skip
 
 
+def assigned_and_kept(net):
+    net.kept = torch.zeros_like(net[0].weight)
+    net[0].weight.data = net.kept  # in torch.optim, net.kept would follow the updates
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
         (lambda net: net.share_memory(), "shared memory"),
         (lambda net: net.to(memory_format=torch.channels_last), "channels_last"),
         (tie, "another parameter of this optimizer"),
-        (vector_to_parameters, "view into a larger tensor"),
+        (vector_to_parameters, "memory that another tensor holds too"),
+        (assigned_and_kept, "memory that another tensor holds too"),
     ],
-    ids=["share_memory", "channels_last", "tied", "vector_to_parameters"],
+    ids=["share_memory", "channels_last", "tied", "vector_to_parameters", "assigned, kept"],
 )
 def test_parameters_changed_after_construction_in_a_way_that_cannot_be_repaired_raise(
     change, message
