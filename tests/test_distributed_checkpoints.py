@@ -519,11 +519,12 @@ def test_zero_parameters_as_bucket_view_is_refused(ranks, model):
     every rank, naming the option.
 
     Without the check in FlatBuffer._readopt_data no rank raises and the replicas
-    diverge (checked). The check recognises a view into a larger tensor, so a rank whose
-    bucket holds several parameters raises; but a rank whose bucket holds exactly one
-    parameter (a bucket as large as that parameter) does not, and with one parameter per
-    rank the replicas diverge silently ("no error (replicas identical: False)"). Both
-    models' ZeRO partitions give rank 0 one parameter: both cases fail until that is fixed.
+    diverge (checked). A check that only recognises a view into a larger tensor is not
+    enough (checked against the check of 7507575's follow-ups): a rank whose bucket holds
+    exactly one parameter (a bucket as large as that parameter) does not raise, and with
+    one parameter per rank the replicas diverge silently ("no error (replicas identical:
+    False)"); with several on rank 1 only rank 1 raises. Both models' ZeRO partitions give
+    rank 0 a single parameter, so both cases need the bucket itself to be recognised.
     """
     for rank, results in enumerate(results_of(ranks, "zero bucket view")):
         assert "parameters_as_bucket_view" in results[model], f"rank {rank}: {results[model]}"
