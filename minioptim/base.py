@@ -34,6 +34,14 @@ IMPLEMENTATIONS = ("auto", "reference", "fast")
 #: Every floating-point dtype a parameter can have (for rules that are right in all of them).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 SAVED_STEPS = "minioptim_steps"  # state_dict() key of the step counts, if not in "state"
+CAPTURE_ERROR = (
+    "{owner}.step() was called while a CUDA graph is being captured. minioptim computes "
+    "step-dependent values (bias corrections, the first step's initialisation) on the host, "
+    "so a replay would repeat the captured step's values: silently wrong updates. Capture "
+    "the forward and backward only and call optimizer.step() outside the graph (torch.compile "
+    "of a training step already runs step() eagerly), or use torch.optim with "
+    "capturable=True."
+)
 
 
 @functools.cache
@@ -214,6 +222,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             by_kind.setdefault((p.device, p.dtype, kind), []).append(p)
         with torch.no_grad():
             self._buckets.append([kind(ps) for (_, _, kind), ps in by_kind.items()])
+        self._on_cuda = any(bucket.device.type == "cuda" for bucket in self._all_buckets())
 
     def _check_params(self, params: list) -> None:
         name = type(self).__name__
@@ -283,6 +292,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         owner = type(self).__name__
+        if self._on_cuda and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(CAPTURE_ERROR.format(owner=owner))
         self._check_groups()
         self._sync_state_edits()
         for group, buckets in zip(self.param_groups, self._buckets, strict=True):
@@ -422,7 +433,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         # Copied state tensors stay views of the copied flat state; each copied bucket makes
         # new aliases of its buffers, and its binding check re-adopts the copied parameters
         # (which have storage of their own) at the first step.
-        return {**super().__getstate__(), "impl": self.impl, "_buckets": self._buckets}
+        return {
+            **super().__getstate__(),
+            "impl": self.impl,
+            "_buckets": self._buckets,
+            "_on_cuda": self._on_cuda,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's format; tensors are copies, not views of the live buffers.

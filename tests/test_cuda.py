@@ -91,3 +91,20 @@ def test_parameters_alias_the_device_buffer_with_storages_of_their_own():
     assert all(torch.all(p == 2.0) for p in model.parameters())
     model(torch.ones(1, 4, device="cuda")).sum().backward()
     assert bucket.grad.abs().sum() > 0  # backward accumulated into the buffer
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_capturing_a_step_in_a_cuda_graph_raises_instead_of_replaying_wrong_steps(case):
+    """Step-dependent values (Adam's bias corrections, SGD's first-step initialisation)
+    are computed on the host: a replay would repeat them. torch.optim refuses such a
+    capture unless capturable=True; minioptim refuses it with a message."""
+    params = leaf_copies(on_cuda(case.tensors(torch.float32)))
+    optimizer = case.ours(params)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()  # warm up outside the graph, as capture requires
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), pytest.raises(RuntimeError, match="CUDA graph"):
+        with torch.cuda.graph(torch.cuda.CUDAGraph()):
+            optimizer.step()

@@ -392,3 +392,12 @@ def test_changing_param_groups_by_hand_raises_instead_of_ignoring_it(change):
     net(torch.ones(1, 3)).sum().backward()
     with pytest.raises(RuntimeError, match="add_param_group"):
         optimizer.step()
+
+
+def test_a_step_inside_a_cuda_graph_capture_raises(monkeypatch):
+    """On the CPU the capture is pretended (tests/test_cuda.py captures for real)."""
+    optimizer = minioptim.Adam([nn.Parameter(torch.ones(3))])
+    optimizer._on_cuda = True  # as if its buckets were on a GPU
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with pytest.raises(RuntimeError, match="captured"):
+        optimizer.step()
