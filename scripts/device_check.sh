@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make device-check`: everything minioptim checks on a CUDA GPU, in one run, into one
+# folder (default device-check/, or $1). Runs with the machine's own python3 and PyTorch
+# (a GPU build), not the CPU-only .venv: minioptim is imported from this checkout.
+#
+#   1. tests/test_cuda.py and tests/test_devices.py: every optimizer against its reference
+#      on the device, half precision, no host syncs in step(), aliases on the device,
+#      CUDA-graph capture refused, checkpoints moving between CPU and GPU;
+#   2. the benchmark's step timings (float32 and bfloat16, every optimizer and set) and
+#      host overhead, each record written as it is measured.
+#
+# Sized for a few minutes on an H100/H200-class GPU; each part keeps what it wrote if a
+# time limit stops it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-device-check}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+{
+    date -u +"%Y-%m-%dT%H:%M:%SZ"
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
+                 torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")'
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null
+} | tee "$out/device.txt"
+
+python3 -m pytest tests/test_cuda.py tests/test_devices.py -q -rs -p no:cacheprovider \
+    2>&1 | tee "$out/tests.txt"
+tests=${PIPESTATUS[0]}
+
+timeout 180 python3 -m minioptim.bench --device cuda --suite steps,host-overhead \
+    --dtypes float32,bfloat16 --repeats 5 --no-plot --out "$out/bench" \
+    2>&1 | tee "$out/bench.txt"
+
+echo "device-check: tests exit status $tests; results in $out/"
+exit "$tests"
