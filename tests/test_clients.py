@@ -254,6 +254,15 @@ def test_hugging_face_save_pretrained_and_from_pretrained(tmp_path, head):
 
 FREEZE, UNFREEZE, STEPS = 3, 7, 10
 
+# Clipping right after the layer froze (``after_zero_grad``): minioptim's zero_grad() left
+# zeros in the frozen layer's p.grad, torch's left None, so clip_grad_norm_ takes the total
+# norm over a list with two extra zeros. Mathematically the same norm, but the vectorised
+# reduction groups its terms by the CPU's vector width, so the two totals can differ in
+# the last place (85 of 1,000 random cases on an Intel AVX-512 CPU), and with them the
+# clip coefficient of every gradient. One unit moves these parameters by at
+# most 6e-8 over the 10 steps (measured by nudging the norm); the bound leaves 16x.
+CLIP_AFTER_FREEZE = dict(rtol=1e-6, atol=1e-6)
+
 
 @pytest.mark.parametrize("impl", ["reference", "auto"])
 @pytest.mark.parametrize(
@@ -294,8 +303,11 @@ def test_layer_frozen_mid_training_stays_put_and_rejoins(impl, name, options, wh
         for i in range(2, len(trajectory[0])):  # the rest kept training
             assert not torch.equal(trajectory[UNFREEZE - 1][i], trajectory[FREEZE - 1][i])
     ours, theirs = trajectories
+    tolerance = TOLERANCE[impl]  # bit-identical on the reference path, where the
+    if clip and when == "after_zero_grad" and impl == "reference":  # norms agree
+        tolerance = CLIP_AFTER_FREEZE
     for step, (mine, torchs) in enumerate(zip(ours, theirs, strict=True)):
-        torch.testing.assert_close(mine, torchs, **TOLERANCE[impl], msg=f"step {step}")
+        torch.testing.assert_close(mine, torchs, **tolerance, msg=f"step {step}")
 
 
 @pytest.mark.parametrize("impl", ["reference", "auto"])
