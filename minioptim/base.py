@@ -118,6 +118,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if impl == "fast" and not has_fast_path:
             raise ValueError(f"impl='fast': {type(self).__name__} has no fast path")
         self.impl = "fast" if impl == "fast" or (impl == "auto" and has_fast_path) else "reference"
+        self._check_update_signatures()
         self._buckets: list[list[FlatBuffer]] = []  # per param group, one per (device, dtype)
         if isinstance(params, torch.Tensor):
             raise TypeError(
@@ -346,12 +347,13 @@ class FusedOptimizer(torch.optim.Optimizer):
     ) -> None:
         """Call the rule on one run, and check that it worked in place."""
         fast = self.impl == "fast" and bucket.dtype in self._fast_dtypes_on(bucket.device)
-        update = self.fast_update if fast else self.update
+        method = "fast_update" if fast else "update"
+        update = getattr(self, method)
         param = bucket.param[run.start : run.stop]
         grad = bucket.grad[run.start : run.stop]
         slices = StateSlices(state, type(self).__name__)
         extra = {}
-        if self._needs_layout(update.__name__):
+        if self._needs_layout(method):
             if bucket.sharded:
                 raise RuntimeError(
                     f"{type(self).__name__}'s update needs whole tensors (it takes a layout), "
@@ -360,28 +362,43 @@ class FusedOptimizer(torch.optim.Optimizer):
                     "element-wise (SGD, Adam, AdamW, SignSGD, Lion)."
                 )
             extra["layout"] = bucket.layout(run.first, run.end)
-        version = param._version
+        version, grad_version = param._version, grad._version
+        pointers = {key: tensor.data_ptr() for key, tensor in state.items()}
         result = update(group, param, grad, slices, run.step, **extra)
-        name = f"{type(self).__name__}.{update.__name__}()"
+        self._check_in_place(f"{type(self).__name__}.{method}()", result, param, version,
+                             grad, grad_version, state, slices, pointers)  # fmt: skip
+
+    def _check_in_place(
+        self, name, result, param, version, grad, grad_version, state, slices, pointers
+    ) -> None:
+        """Raise if an update returned a value, replaced or rebound its state, wrote the
+        gradients, or left the parameters unchanged: the mistakes that train silently wrong."""
         if result is not None:
             raise TypeError(
                 f"{name} returned a {type(result).__name__}; updates are in place and return "
                 "nothing: write param.add_(...) / param.copy_(...) instead of returning a value"
             )
         for key, tensor in state.items():
-            if slices.get(key) is not tensor:
+            how = "replaced" if slices.get(key) is not tensor else "rebound .data of"
+            if how == "replaced" or tensor.data_ptr() != pointers[key]:
                 raise RuntimeError(
-                    f"{name} replaced state[{key!r}] instead of updating it in place; the "
+                    f"{name} {how} state[{key!r}] instead of updating it in place; the "
                     f"optimizer keeps the original. Write state[{key!r}].mul_(...).add_(...) "
                     f"or state[{key!r}].copy_(new_value)"
                 )
+        if grad._version != grad_version:
+            raise RuntimeError(
+                f"{name} changed grad in place, which is p.grad: code after step() (logging, "
+                "clipping, accumulation) would read the changed gradients. Compute into a new "
+                "tensor: g = grad.add(...) / grad.mul(...) instead of grad.add_(...)"
+            )
         # (an empty slice cannot change: the run holds only zero-element parameters)
         if param._version == version and param.numel() and not self.allow_unchanged_params:
             raise RuntimeError(
                 f"{name} did not change param in place, so the parameters did not move. "
-                "Write param.add_(update, alpha=-lr), not param = param - lr * update. (A rule "
-                "that leaves the parameters unchanged on purpose sets "
-                "allow_unchanged_params = True.)"
+                "Write param.add_(update, alpha=-lr), not param = param - lr * update or "
+                "param.data = ... (A rule that leaves the parameters unchanged on purpose "
+                "sets allow_unchanged_params = True.)"
             )
 
     def _fast_dtypes_on(self, device: torch.device) -> tuple[torch.dtype, ...]:
@@ -396,6 +413,25 @@ class FusedOptimizer(torch.optim.Optimizer):
         if method is getattr(FusedOptimizer, name):
             return self.rule is not None and "layout" in self.rule.context
         return takes_layout(method)
+
+    @classmethod
+    def _check_update_signatures(cls) -> None:
+        """Raise if a subclass's update takes a sixth argument that is not ``layout``."""
+        for name in ("update", "fast_update"):
+            method = getattr(cls, name)
+            if method is getattr(FusedOptimizer, name) or not inspect.isfunction(method):
+                continue
+            positional = [
+                p.name
+                for p in inspect.signature(method).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            if len(positional) == 7 and positional[6] != "layout":
+                raise TypeError(
+                    f"{cls.__name__}.{name}() takes a sixth argument {positional[6]!r}; the "
+                    "optimizer passes the slice's shapes as layout=..., so name it layout: "
+                    "def update(self, group, param, grad, state, step, layout)"
+                )
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Zero every gradient: one fill per bucket.

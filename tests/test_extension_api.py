@@ -299,6 +299,63 @@ def test_replacing_a_state_tensor_is_an_error():
         one_step(mistake(update))
 
 
+def test_rebinding_the_data_of_a_state_tensor_is_an_error():
+    """``state["v"].data = new`` swaps the slice's memory: the flat state never sees it
+    (before this check: no error, parameters off by 4.9 in the issue's example)."""
+
+    def update(self, group, param, grad, state, step):
+        state["velocity"].data = group["beta"] * state["velocity"] + grad
+        param.add_(state["velocity"], alpha=-group["lr"])
+
+    with pytest.raises(RuntimeError, match=r"rebound \.data of state\['velocity'\]"):
+        one_step(mistake(update))
+
+
+def test_changing_the_gradient_inside_update_is_an_error():
+    """grad is p.grad: a rule that writes it changes what code after step() reads."""
+
+    def update(self, group, param, grad, state, step):
+        grad.add_(param, alpha=0.01)  # weight decay, written into p.grad
+        param.add_(grad, alpha=-group["lr"])
+
+    with pytest.raises(RuntimeError, match="changed grad in place"):
+        one_step(mistake(update, names=()))
+
+
+def test_rebinding_param_data_inside_update_is_an_error():
+    def update(self, group, param, grad, state, step):
+        param.data = param - group["lr"] * grad
+
+    with pytest.raises(RuntimeError, match="did not change param in place"):
+        one_step(mistake(update, names=()))
+
+
+def momentum_rule(self, group, param, grad, state, step):
+    state["velocity"].mul_(group["beta"]).add_(grad)
+    param.add_(state["velocity"], alpha=-group["lr"])
+
+
+@pytest.mark.parametrize(
+    "update",
+    [momentum_rule, lambda self, group, param, grad, state, step: momentum_rule(
+        self, group, param, grad, state, step)],
+    ids=["a function", "a lambda"],
+)  # fmt: skip
+def test_any_function_assigned_to_update_is_the_update(update):
+    """``update = momentum_rule`` in the class body: the base class used to look the
+    method up by its function's name and raised AttributeError."""
+    reference = mistake(momentum_rule)
+    assert torch.equal(one_step(mistake(update)), one_step(reference))
+
+
+def test_a_sixth_update_argument_not_named_layout_is_a_type_error():
+    def update(self, group, param, grad, state, step, shapes):
+        param.add_(grad, alpha=-group["lr"])
+
+    with pytest.raises(TypeError, match="name it layout"):
+        mistake(update, names=())([torch.ones(2, requires_grad=True)])
+
+
 def test_not_updating_param_in_place_is_an_error():
     def update(self, group, param, grad, state, step):
         state["velocity"].mul_(group["beta"]).add_(grad)
