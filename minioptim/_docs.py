@@ -14,13 +14,26 @@ COMPAT = """foreach, fused, capturable, differentiable:
         Adam, a tensor ``lr`` or betas with ``foreach=True``); ``capturable=True`` and
         ``differentiable=True`` are not supported."""
 
+MAX_GRAD_NORM = """max_grad_norm:
+        If set, each step first clips the gradients of each param group to this total
+        norm, as ``torch.nn.utils.clip_grad_norm_(group["params"], max_grad_norm)``
+        would (to float rounding): one reduction per bucket. Default ``None``: no clipping.
+        See :meth:`~minioptim.FusedOptimizer.prepare`."""
+
 TENSOR_LR = """``lr`` may be a Python number or a 1-element tensor, as in torch.optim."""
 
 
 def fill(cls: type) -> type:
     """Class decorator: put the shared paragraphs into the docstring's ``{params}``,
-    ``{impl}``, ``{compat}`` and ``{tensor_lr}`` (plain replacement: the math keeps its braces)."""
-    shared = {"{params}": PARAMS, "{impl}": IMPL, "{compat}": COMPAT, "{tensor_lr}": TENSOR_LR}
+    ``{impl}``, ``{max_grad_norm}``, ``{compat}`` and ``{tensor_lr}`` (plain replacement:
+    the math keeps its braces)."""
+    shared = {
+        "{params}": PARAMS,
+        "{impl}": IMPL,
+        "{max_grad_norm}": MAX_GRAD_NORM,
+        "{compat}": COMPAT,
+        "{tensor_lr}": TENSOR_LR,
+    }
     doc = cls.__doc__
     for field, text in shared.items():
         doc = doc.replace(field, text)

@@ -28,6 +28,7 @@ class Adam(FusedOptimizer):
         float raise, as in torch.optim).
     {compat}
     {impl}
+    {max_grad_norm}
 
     Examples
     --------
@@ -59,6 +60,7 @@ class Adam(FusedOptimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
         impl: str = "auto",
+        max_grad_norm: float | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -73,7 +75,7 @@ class Adam(FusedOptimizer):
             fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults, impl=impl)
+        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "eps", "weight_decay")
@@ -113,6 +115,7 @@ class AdamW(Adam):
         differentiable: bool = False,
         fused: bool | None = None,
         impl: str = "auto",
+        max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -128,6 +131,7 @@ class AdamW(Adam):
             fused=fused,
             decoupled_weight_decay=True,
             impl=impl,
+            max_grad_norm=max_grad_norm,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -18,11 +18,13 @@ import functools
 import inspect
 import itertools
 from collections.abc import Callable, Iterable
+from numbers import Real
 from typing import Any
 
 import torch
 
 from .flat import DTensor, FlatBuffer, Run, unmovable
+from .functional import clip_grad_norm_
 from .layout import Layout
 from .rule import Rule
 from .sharded import ShardedBuffer
@@ -84,6 +86,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         :meth:`fast_update` (same results within float rounding); ``"auto"`` (default)
         takes the fast path where the class has one. Buckets whose dtype is not in
         :attr:`fast_dtypes` always take the reference path.
+    max_grad_norm:
+        If set, the gradients of each group are clipped to this total norm before its
+        updates (:meth:`prepare`); it becomes a default of every group.
     """
 
     #: Whether ``state_dict()`` shows a ``"step"`` entry per parameter (Adam does, SGD not).
@@ -109,7 +114,16 @@ class FusedOptimizer(torch.optim.Optimizer):
     #: unchanged on some steps (say, it only accumulates statistics) sets this to True.
     allow_unchanged_params: bool = False
 
-    def __init__(self, params: Params, defaults: dict[str, Any], *, impl: str = "auto") -> None:
+    def __init__(
+        self,
+        params: Params,
+        defaults: dict[str, Any],
+        *,
+        impl: str = "auto",
+        max_grad_norm: float | None = None,
+    ) -> None:
+        if max_grad_norm is not None:
+            defaults = {**defaults, "max_grad_norm": max_grad_norm}
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
         has_fast_path = (self.rule is not None and self.rule.fast is not None) or (
@@ -214,6 +228,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         for flag in ("differentiable", "capturable"):
             if group.get(flag):
                 raise ValueError(f"{flag}=True is not supported by minioptim; leave it False")
+        max_norm = group.get("max_grad_norm")
+        valid = isinstance(max_norm, Real) and not isinstance(max_norm, bool) and max_norm > 0
+        if max_norm is not None and not valid:
+            raise ValueError(f"max_grad_norm must be a number > 0 or None, got {max_norm!r}")
         self.check_group(group)
         super().add_param_group(group)
         # One bucket per (device, dtype), and FSDP2's sharded parameters in buckets of their own.
@@ -299,15 +317,37 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._sync_state_edits()
         for group, buckets in zip(self.param_groups, self._buckets, strict=True):
             specs = declare(self.state_names(group), owner)
-            for bucket in buckets:
-                for run in bucket.runs(bucket.check_bindings(owner)):
-                    state, new = bucket.run_state(specs, run)
-                    self._update_run(group, bucket, run, state)
-                    bucket.finish(run)
-                    if new and (specs or self.step_in_state):
-                        bucket.publish(self.state, specs, run, self.step_in_state)
+            runs = [(bucket, run) for bucket in buckets
+                    for run in bucket.runs(bucket.check_bindings(owner))]  # fmt: skip
+            grads = [bucket.grad[run.start : run.stop] for bucket, run in runs]
+            extra = self.prepare(group, grads)
+            seen = {**group, **extra} if extra else group
+            for bucket, run in runs:
+                state, new = bucket.run_state(specs, run)
+                self._update_run(seen, bucket, run, state)
+                bucket.finish(run)
+                if new and (specs or self.step_in_state):
+                    bucket.publish(self.state, specs, run, self.step_in_state)
         self.state.edited = False  # publish wrote the entries, not the user
         return loss
+
+    def prepare(self, group: dict[str, Any], grads: list[torch.Tensor]) -> dict[str, Any] | None:
+        """Look at a whole group once per step, before its updates (override to extend).
+
+        ``grads`` are the flat gradient slices that this step's updates of the group will
+        receive (parameters without a gradient are left out): one per run of each bucket.
+        A returned dict holds values for this step only, which :meth:`update` reads from
+        its ``group`` argument (``param_groups`` itself is not changed). A group-wide
+        statistic (a global gradient norm, a trust ratio) is thus a few lines.
+
+        The default clips the gradients when the group sets ``max_grad_norm``, exactly as
+        ``torch.nn.utils.clip_grad_norm_(group["params"], max_grad_norm)`` before the step
+        (to float rounding; ``p.grad`` holds the clipped values afterwards, as there). An
+        override that keeps this calls ``super().prepare(group, grads)``.
+        """
+        if group.get("max_grad_norm") is not None and grads:
+            clip_grad_norm_(grads, group["max_grad_norm"])
+        return None
 
     def _check_groups(self) -> None:
         """Raise if ``param_groups`` no longer lists the parameters the buffers hold.

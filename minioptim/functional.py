@@ -23,6 +23,27 @@ from .layout import Layout
 BLOCK = 1 << 18
 
 
+def clip_grad_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    r"""Scale gradients to a total norm of at most ``max_norm``; return the norm before.
+
+    .. math::
+
+        N = \Big(\sum_i \lVert g_i \rVert_2^2\Big)^{1/2}, \qquad
+        g_i \leftarrow g_i \cdot \min\Big(1, \frac{\text{max\_norm}}{N + 10^{-6}}\Big)
+
+    as ``torch.nn.utils.clip_grad_norm_`` computes it (the norm of the per-tensor norms);
+    here each :math:`g_i` is a flat slice of many parameters, so it is one reduction per
+    slice, and the result agrees with torch's to float rounding.
+    """
+    device = grads[0].device
+    norms = torch.stack([torch.linalg.vector_norm(g).to(device) for g in grads])
+    total = torch.linalg.vector_norm(norms)
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:  # one slice per bucket and run: a handful
+        g.mul_(scale.to(g.device))
+    return total
+
+
 def sgd_(
     param: torch.Tensor,
     grad: torch.Tensor,

@@ -945,6 +945,11 @@ def _where_hint(rows: list, spec: Spec) -> str:
             f"parameters do not: look at the step itself ({spec.step_hint})."
         )
     entry, step = min(states.items(), key=lambda item: item[1])
+    if first.get("param", math.inf) < step:  # the states differ because the parameters do
+        return (
+            f"The parameters differ from step {first['param']}, every state entry only "
+            f"later: look at the step itself ({spec.step_hint})."
+        )
     if step == 1:
         return (
             f"state[{entry!r}] already differs after the first update: check its "
@@ -1207,7 +1212,8 @@ ASSIGNMENTS = {
             _rmsprop("centered", centered=True),
             _rmsprop("momentum", momentum=0.9),
             _rmsprop("weight decay", weight_decay=0.1),
-            _rmsprop("all", centered=True, momentum=0.9, weight_decay=0.1, eps=1e-4),
+            # (lr=0.02: the other checks use the default lr, 0.01)
+            _rmsprop("all", lr=0.02, centered=True, momentum=0.9, weight_decay=0.1, eps=1e-4),
             _rmsprop("a late parameter", "late", centered=True, momentum=0.9),
             _rmsprop("from torch's checkpoint", "from torch", centered=True, momentum=0.9),
             _rmsprop("torch from yours", "to torch", centered=True, momentum=0.9),

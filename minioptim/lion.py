@@ -35,6 +35,7 @@ class Lion(FusedOptimizer):
     maximize:
         Ascend instead of descend.
     {impl}
+    {max_grad_norm}
 
     Examples
     --------
@@ -59,9 +60,10 @@ class Lion(FusedOptimizer):
         *,
         maximize: bool = False,
         impl: str = "auto",
+        max_grad_norm: float | None = None,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, impl=impl)
+        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "weight_decay")

@@ -50,6 +50,7 @@ class Muon(FusedOptimizer):
         (``"original"``: :math:`\sqrt{\max(1, A/B)}`; ``"match_rms_adamw"``:
         :math:`0.2\sqrt{\max(A, B)}`). {tensor_lr}
     {impl}
+    {max_grad_norm}
 
     Examples
     --------
@@ -82,6 +83,7 @@ class Muon(FusedOptimizer):
         adjust_lr_fn: str | None = None,
         *,
         impl: str = "auto",
+        max_grad_norm: float | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -93,7 +95,7 @@ class Muon(FusedOptimizer):
             ns_steps=ns_steps,
             adjust_lr_fn=adjust_lr_fn,
         )
-        super().__init__(params, defaults, impl=impl)
+        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "weight_decay", "momentum", "eps")

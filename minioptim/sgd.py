@@ -25,6 +25,7 @@ class SGD(FusedOptimizer):
         As in ``torch.optim.SGD``, with the same defaults. {tensor_lr}
     {compat}
     {impl}
+    {max_grad_norm}
 
     Examples
     --------
@@ -56,6 +57,7 @@ class SGD(FusedOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         impl: str = "auto",
+        max_grad_norm: float | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -68,7 +70,7 @@ class SGD(FusedOptimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults, impl=impl)
+        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "momentum", "weight_decay")

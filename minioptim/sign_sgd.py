@@ -31,6 +31,7 @@ class SignSGD(FusedOptimizer):
     maximize:
         Ascend instead of descend.
     {impl}
+    {max_grad_norm}
 
     Examples
     --------
@@ -57,9 +58,10 @@ class SignSGD(FusedOptimizer):
         *,
         maximize: bool = False,
         impl: str = "auto",
+        max_grad_norm: float | None = None,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, impl=impl)
+        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "weight_decay")

@@ -498,3 +498,83 @@ def test_a_subclass_with_its_own_fast_update_gets_it_by_default(impl, fast):
     optimizer.step()
     assert optimizer.impl == ("fast" if fast else "reference")
     assert TwoPaths.fast_calls == int(fast)
+
+
+# -- looking at a whole group: prepare() and max_grad_norm -------------------------------
+
+
+def clipped_then(reference, max_norm):
+    """torch's recipe: clip_grad_norm_ over the group's parameters, then the step."""
+
+    class Clipped(reference):
+        def step(self):
+            params = [p for group in self.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
+            return super().step()
+
+    return Clipped
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+@pytest.mark.parametrize("max_norm", [0.5, 100.0], ids=["clipping", "not clipping"])
+def test_max_grad_norm_is_clip_grad_norm_then_the_step(name, max_norm, impl):
+    """Every step of the run clips at 0.5 (the random gradients' norm is about 5); at 100
+    none does. The flat slice's norm sums in another order than torch's norm of
+    per-tensor norms: float rounding, the fast tolerance."""
+    reference = clipped_then(getattr(torch.optim, name), max_norm)
+    options = dict(lr=0.05, momentum=0.9) if name == "SGD" else dict(lr=0.05)
+    assert_same_trajectory(
+        lambda ps: getattr(minioptim, name)(ps, impl=impl, max_grad_norm=max_norm, **options),
+        lambda ps: reference(ps, foreach=False, **options),
+        make_tensors(torch.float64),
+        steps=12,
+        rtol=1e-13,
+        atol=1e-15,
+    )
+
+
+def test_max_grad_norm_clips_each_group_by_its_own_norm():
+    params = [torch.full((4,), 3.0, requires_grad=True), torch.full((2,), 3.0, requires_grad=True)]
+    optimizer = minioptim.SGD(
+        [{"params": params[:1], "max_grad_norm": 1.0}, {"params": params[1:]}], lr=1.0
+    )
+    for p in params:
+        p.grad = torch.ones_like(p)  # norms 2 and 1.41
+    optimizer.step()
+    torch.testing.assert_close(params[0].grad.norm(), torch.tensor(1.0), rtol=1e-5, atol=0)
+    assert torch.equal(params[1].grad, torch.ones(2))  # that group sets no max_grad_norm
+
+
+def test_prepare_sees_the_group_once_per_step_and_its_result_reaches_update():
+    """Global-norm normalisation written by a student: prepare computes the norm of the
+    whole group (several buckets and runs), update reads it from group."""
+    calls = []
+
+    class Normalized(FusedOptimizer):
+        def __init__(self, params, lr=0.1):
+            super().__init__(params, dict(lr=lr))
+
+        def prepare(self, group, grads):
+            calls.append(len(grads))
+            norm = torch.stack([g.norm() for g in grads]).norm()
+            return {"grad_norm": norm}
+
+        def update(self, group, param, grad, state, step):
+            param.add_(grad / group["grad_norm"], alpha=-group["lr"])
+
+    params = [torch.zeros(3, requires_grad=True), torch.zeros(2, dtype=torch.float64,
+              requires_grad=True)]  # fmt: skip
+    optimizer = Normalized(params)
+    params[0].grad = torch.tensor([3.0, 0.0, 0.0])
+    params[1].grad = torch.tensor([0.0, 4.0], dtype=torch.float64)
+    optimizer.step()
+    assert calls == [2]  # two buckets (dtypes), one call
+    assert "grad_norm" not in optimizer.param_groups[0]  # a value of this step only
+    torch.testing.assert_close(params[0].detach(), torch.tensor([-0.06, 0.0, 0.0]))
+    torch.testing.assert_close(params[1].detach(), torch.tensor([0.0, -0.08], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "1", True])
+def test_max_grad_norm_must_be_positive(bad):
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        minioptim.AdamW([torch.zeros(2, requires_grad=True)], max_grad_norm=bad)
