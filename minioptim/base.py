@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .compiled import compiled
 from .flat import DTensor, FlatBuffer, Run, unmovable
 from .functional import clip_grad_norm_
 from .layout import Layout
@@ -32,7 +33,7 @@ from .state import State, StateSlices, declare
 from .watched import WatchedState
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
-IMPLEMENTATIONS = ("auto", "reference", "fast")
+IMPLEMENTATIONS = ("auto", "reference", "fast", "compiled")
 #: Every floating-point dtype a parameter can have (for rules that are right in all of them).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 SAVED_STEPS = "minioptim_steps"  # state_dict() key of the step counts, if not in "state"
@@ -132,6 +133,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         if impl == "fast" and not has_fast_path:
             raise ValueError(f"impl='fast': {type(self).__name__} has no fast path")
         self.impl = "fast" if impl == "fast" or (impl == "auto" and has_fast_path) else "reference"
+        if impl == "compiled":
+            self.impl = "compiled"
         self._check_update_signatures()
         self._buckets: list[list[FlatBuffer]] = []  # per param group, one per (device, dtype)
         if isinstance(params, torch.Tensor):
@@ -388,7 +391,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Call the rule on one run, and check that it worked in place."""
         fast = self.impl == "fast" and bucket.dtype in self._fast_dtypes_on(bucket.device)
         method = "fast_update" if fast else "update"
-        update = getattr(self, method)
+        update = self._compiled_update() if self.impl == "compiled" else getattr(self, method)
         param = bucket.param[run.start : run.stop]
         grad = bucket.grad[run.start : run.stop]
         slices = StateSlices(state, type(self).__name__)
@@ -440,6 +443,14 @@ class FusedOptimizer(torch.optim.Optimizer):
                 "param.data = ... (A rule that leaves the parameters unchanged on purpose "
                 "sets allow_unchanged_params = True.)"
             )
+
+    def _compiled_update(self) -> Callable[..., None]:
+        """``update`` with its rule compiled (see :mod:`minioptim.compiled`): a built-in's
+        reference function, or the class's own ``update`` function."""
+        if type(self).update is FusedOptimizer.update and self.rule is not None:
+            rule = compiled(self.rule.reference)
+            return functools.partial(self.rule, rule)
+        return functools.partial(compiled(type(self).update, method=True), self)
 
     def _fast_dtypes_on(self, device: torch.device) -> tuple[torch.dtype, ...]:
         if device.type == "cuda" and self.cuda_fast_dtypes is not None:

@@ -57,7 +57,7 @@ class Rule:
         grad: torch.Tensor,
         state: dict[str, torch.Tensor],
         step: int,
-        layout: Layout,
+        layout: Layout | None = None,
     ) -> None:
         run = {"step": step, "layout": layout}
         options = {name: run[name] for name in self.context}

@@ -108,3 +108,17 @@ def test_capturing_a_step_in_a_cuda_graph_raises_instead_of_replaying_wrong_step
     with torch.cuda.stream(stream), pytest.raises(RuntimeError, match="CUDA graph"):
         with torch.cuda.graph(torch.cuda.CUDAGraph()):
             optimizer.step()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_compiled_rule_matches_reference_on_cuda(case):
+    """impl='compiled' generates Triton kernels here (C++ on the CPU, tests/test_compiled.py)."""
+    tolerance = dict(rtol=0, atol=4e-3) if case.name == "Muon" else ACCELERATOR_TOLERANCES[
+        torch.float32]  # fmt: skip
+    assert_same_trajectory(
+        lambda ps: case.ours(ps, "compiled"),
+        case.theirs,
+        on_cuda(case.tensors(torch.float32)),
+        steps=6,
+        **tolerance,
+    )

@@ -1,0 +1,106 @@
+"""``impl="compiled"``: the readable rule, compiled by ``torch.compile`` into generated kernels.
+
+The rule an optimizer runs on a bucket (a built-in rule from :mod:`minioptim.functional`,
+or a student's ``update`` method) is a few elementwise operations over flat tensors. Run
+eagerly, each operation reads and writes the whole bucket; compiled, inductor fuses the
+chain into one loop (C++ on a CPU, Triton on a GPU) that reads each tensor once. The
+source stays the readable rule: nothing is written twice.
+
+Three things keep one compiled graph valid for every step and every optimizer:
+
+- the values that change from step to step, ``lr`` (a scheduler's) and ``step``, reach the
+  rule as 0-d tensors, so they are inputs of the graph, not constants baked into it
+  (a Python float would be specialized: one recompilation per learning rate);
+- sizes are dynamic, so buckets and runs of other lengths share the graph;
+- what is compiled is the rule's function (``adam_``, a class's ``update``), never a
+  bound method, so two optimizers of one class share their graphs (up to
+  ``RECOMPILE_LIMIT`` variants: dtypes, flags, first step).
+
+A rule that branches on the step (SGD's ``if step == 1``) cannot take it as a tensor; it
+is traced again with ``step`` as an integer, which gives one graph for the first step
+and one for the others. A rule that cannot be compiled at all runs eagerly, after one
+warning that says why. The tests check every compiled rule against the reference rule
+(to float rounding: inductor fuses multiply-adds).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+# The ways of passing ``step`` to try, in order; "eager" is the fallback.
+ATTEMPTS = ("tensor", "int")
+# Graphs per rule function: one per dtype, flag combination (nesterov, weight decay or
+# not, ...) and, for step-branching rules, first step or not. torch's default is 8.
+RECOMPILE_LIMIT = 64
+
+
+def as_tensor(value: Any) -> Any:
+    """A Python number as a 0-d float64 tensor (a graph input); anything else as it is."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return torch.tensor(value, dtype=torch.float64)
+    return value
+
+
+class CompiledRule:
+    """A rule function, called compiled while it compiles, eagerly after it failed.
+
+    ``method=True``: ``function`` is an ``update(self, group, param, grad, state, step,
+    ...)``, whose ``group["lr"]`` and ``step`` are made tensors; otherwise a function of
+    :mod:`minioptim.functional`, whose ``lr`` and ``step`` keywords are.
+    """
+
+    def __init__(self, function: Callable[..., None], method: bool) -> None:
+        self.function = function
+        self.method = method
+        self.compiled = torch.compile(function, fullgraph=True, dynamic=True)
+        self.attempts = list(ATTEMPTS)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        while self.attempts:
+            how = self.attempts[0]
+            try:
+                with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                    return self.compiled(*self._args(args, how), **self._kwargs(kwargs, how))
+            except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError) as error:
+                self.attempts.pop(0)  # a step-dependent branch, say: try the next way
+                reason = error
+            except Exception as error:  # inductor or the C++/Triton compiler failed
+                self.attempts.clear()
+                reason = error
+            if not self.attempts:
+                first_line = (str(reason).strip().splitlines() or [""])[0]
+                warnings.warn(
+                    f"impl='compiled' cannot compile {self.function.__qualname__}, so it runs "
+                    f"eagerly (same results, not fused): {type(reason).__name__}: {first_line}",
+                    stacklevel=5,
+                )
+        return self.function(*args, **kwargs)
+
+    def _args(self, args: tuple, how: str) -> tuple:
+        if not self.method:
+            return args
+        self_, group, param, grad, state, step, *rest = args
+        group = {**group, "lr": as_tensor(group["lr"])} if "lr" in group else group
+        step = as_tensor(float(step)) if how == "tensor" else step
+        return (self_, group, param, grad, state, step, *rest)
+
+    def _kwargs(self, kwargs: dict, how: str) -> dict:
+        if self.method:
+            return kwargs
+        kwargs = dict(kwargs)
+        if "lr" in kwargs:
+            kwargs["lr"] = as_tensor(kwargs["lr"])
+        if "step" in kwargs and how == "tensor":
+            kwargs["step"] = as_tensor(float(kwargs["step"]))
+        return kwargs
+
+
+@functools.cache
+def compiled(function: Callable[..., None], method: bool = False) -> CompiledRule:
+    """The :class:`CompiledRule` of ``function``, one per function for the process."""
+    return CompiledRule(function, method)

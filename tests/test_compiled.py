@@ -1,0 +1,109 @@
+"""``impl="compiled"``: the reference rule compiled by torch.compile (inductor, C++ here).
+
+Every optimizer of the registry, a student's rule, a learning-rate schedule that must not
+recompile, and a rule that cannot be compiled (it falls back to eager, with a warning).
+
+Tolerances, measured: the elementwise rules agree with the reference to float rounding
+(inductor fuses multiply-adds): the fast path's bounds. Muon's Newton–Schulz runs in
+bfloat16, where the compiled chain keeps some intermediates in float32 and rounds
+elsewhere: the two chains' updates (about lr = 0.02 per entry) differ in their last
+bfloat16 bits, and after 6 steps the parameters differ by up to 1.8e-3 (measured), so
+its bound is 4e-3.
+"""
+
+import warnings
+
+import pytest
+import torch
+from cases import CASES
+from conftest import TOLERANCES
+from test_extension_api import RMSprop
+from torch._dynamo.utils import counters
+
+import minioptim
+from minioptim.testing import assert_same_trajectory
+
+MUON = dict(rtol=0, atol=4e-3)
+# Muon compiles for about 30 s on a 2-core CPU: once, in float64; the others in both.
+RUNS = [(c, d) for c in CASES for d in (torch.float32, torch.float64)
+        if c.name != "Muon" or (c.id == "muon" and d == torch.float64)]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, dtype", RUNS, ids=lambda x: getattr(x, "id", str(x)[6:]))
+def test_compiled_rule_matches_the_reference(case, dtype):
+    tolerance = MUON if case.name == "Muon" else TOLERANCES["fast", dtype]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a fallback to eager would warn
+        assert_same_trajectory(
+            lambda ps: case.ours(ps, "compiled"),
+            case.theirs,
+            case.tensors(dtype),
+            steps=6,
+            **tolerance,
+        )
+
+
+def compiled_rmsprop(params, **options):
+    """A student's class whose __init__ does not forward impl: switched afterwards."""
+    optimizer = RMSprop(params, **options)
+    optimizer.impl = "compiled"
+    return optimizer
+
+
+def test_a_students_rule_compiles_and_matches_torch():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert_same_trajectory(
+            lambda ps: compiled_rmsprop(ps, lr=0.01, momentum=0.9, centered=True),
+            lambda ps: torch.optim.RMSprop(
+                ps, lr=0.01, momentum=0.9, centered=True, foreach=False
+            ),  # fmt: skip
+            [torch.randn(5, 3, dtype=torch.float64), torch.randn(7, dtype=torch.float64)],
+            steps=8,
+            **TOLERANCES["fast", torch.float64],
+        )
+
+
+def test_a_schedule_changing_lr_every_step_does_not_recompile():
+    """lr and step reach the graph as tensors: one graph for every step (Adam), not one
+    per learning rate."""
+    params = [torch.randn(10, requires_grad=True), torch.randn(4, 3, requires_grad=True)]
+    optimizer = minioptim.Adam(params, lr=0.01, impl="compiled")
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 0.9**epoch)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()  # the first step compiles
+    compiled_graphs = counters["stats"]["unique_graphs"]
+    for _ in range(5):
+        schedule.step()
+        optimizer.step()
+    assert counters["stats"]["unique_graphs"] == compiled_graphs
+
+
+class Thresholded(minioptim.FusedOptimizer):
+    """A rule with a data-dependent branch on a tensor's value: not compilable whole."""
+
+    def __init__(self, params, lr=0.1, **kwargs):
+        super().__init__(params, dict(lr=lr), **kwargs)
+
+    def update(self, group, param, grad, state, step):
+        if grad.abs().max() > 1:  # reads a value on the host
+            param.add_(grad.sign(), alpha=-group["lr"])
+        else:
+            param.add_(grad, alpha=-group["lr"])
+
+
+def test_a_rule_that_cannot_be_compiled_runs_eagerly_after_one_warning():
+    results = []
+    for impl, expect_warning in (("compiled", True), ("reference", False)):
+        param = torch.zeros(3, requires_grad=True)
+        optimizer = Thresholded([param], impl=impl)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for value in (2.0, 0.5, 3.0):
+                param.grad = torch.full((3,), value)
+                optimizer.step()
+        messages = [str(w.message) for w in caught if "impl='compiled'" in str(w.message)]
+        assert len(messages) == int(expect_warning), messages
+        results.append(param.detach().clone())
+    assert torch.equal(*results)
