@@ -5,7 +5,8 @@ PARAMS = """params:
 
 IMPL = """impl:
         ``"auto"`` (default; the fast path), ``"reference"`` (the readable rule in
-        :mod:`minioptim.functional`) or ``"fast"``; see :class:`~minioptim.FusedOptimizer`."""
+        :mod:`minioptim.functional`), ``"fast"``, or ``"compiled"`` (the readable rule
+        compiled by ``torch.compile``); see :class:`~minioptim.FusedOptimizer`."""
 
 COMPAT = """foreach, fused, capturable, differentiable:
         Accepted for compatibility with torch.optim and kept in ``param_groups``;

@@ -86,7 +86,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         ``"reference"`` runs :meth:`update`, the readable rule; ``"fast"`` runs
         :meth:`fast_update` (same results within float rounding); ``"auto"`` (default)
         takes the fast path where the class has one. Buckets whose dtype is not in
-        :attr:`fast_dtypes` always take the reference path.
+        :attr:`fast_dtypes` always take the reference path. ``"compiled"`` runs the
+        reference rule (or this class's :meth:`update`) compiled by ``torch.compile``
+        into one fused loop per bucket (:mod:`minioptim.compiled`).
     max_grad_norm:
         If set, the gradients of each group are clipped to this total norm before its
         updates (:meth:`prepare`); it becomes a default of every group.
