@@ -213,7 +213,11 @@ def lion_(
 
 
 def newton_schulz(
-    matrices: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+    matrices: torch.Tensor,
+    coefficients: tuple[float, float, float],
+    steps: int,
+    eps: float,
+    dtype: torch.dtype = torch.bfloat16,
 ) -> torch.Tensor:
     r"""Orthogonalize a matrix, or a batch of them, with the quintic Newton–Schulz iteration.
 
@@ -223,14 +227,15 @@ def newton_schulz(
         A &= X_k X_k^\top, \\
         X_{k+1} &= a X_k + (b A + c A^2)\, X_k
 
-    in bfloat16, on the wide orientation (rows <= columns). Each step maps every singular
+    in ``dtype`` (bfloat16 by default, as torch.optim.Muon; float64 to study the iteration
+    itself), on the wide orientation (rows <= columns). Each step maps every singular
     value :math:`\sigma` of :math:`X` to :math:`a\sigma + b\sigma^3 + c\sigma^5`; the
     default coefficients push all of them towards 1 (to roughly 0.7–1.2, not exactly 1),
     so the result is close to :math:`UV^\top` for :math:`G = U\Sigma V^\top`. The same
     operations as ``torch.optim.Muon``'s, batched over a leading dimension.
     """
     a, b, c = coefficients
-    x = matrices.bfloat16()
+    x = matrices.to(dtype)
     tall = x.size(-2) > x.size(-1)
     if tall:
         x = x.mT

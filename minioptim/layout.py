@@ -107,6 +107,14 @@ class Layout:
         """Per-parameter Euclidean (Frobenius) norms of a flat tensor: ``sqrt(sum(x**2))``."""
         return self.sum(flat * flat).sqrt_()
 
+    def mean(self, flat: torch.Tensor) -> torch.Tensor:
+        """Per-parameter means of a flat tensor, in its dtype."""
+        return self.sum(flat).div_(self.sizes.to(flat.dtype))
+
+    def rms(self, flat: torch.Tensor) -> torch.Tensor:
+        """Per-parameter root mean squares of a flat tensor: ``sqrt(mean(x**2))``."""
+        return self.mean(flat * flat).sqrt_()
+
     def expand(self, per_param: torch.Tensor) -> torch.Tensor:
         """Broadcast one value per parameter back to the flat slice (the inverse of sum)."""
         return per_param.index_select(0, self.segment_ids)  # a gather: one kernel
@@ -118,6 +126,12 @@ class Layout:
         copy): writing to it updates those parameters. ``indices`` are positions in
         :attr:`params`.
         """
+        if flat.numel() != self.numel:
+            raise ValueError(
+                f"by_shape takes a flat tensor shaped like these parameters ({self.numel} "
+                f"elements), got {flat.numel()}: for state of other shapes use "
+                "layout.views(flat, shapes=[...])"
+            )
         batches = []
         first = 0
         for shape, group in itertools.groupby(self.shapes):

@@ -578,3 +578,35 @@ def test_prepare_sees_the_group_once_per_step_and_its_result_reaches_update():
 def test_max_grad_norm_must_be_positive(bad):
     with pytest.raises(ValueError, match="max_grad_norm"):
         minioptim.AdamW([torch.zeros(2, requires_grad=True)], max_grad_norm=bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layout_mean_and_rms_are_per_parameter_in_the_slice_dtype(dtype):
+    bucket = minioptim.SGD(leaf_copies(make_tensors(dtype)), lr=0.1).buckets[0][0]
+    layout, flat = bucket.layout(), bucket.param
+    means, rms = layout.mean(flat), layout.rms(flat)
+    assert means.dtype == rms.dtype == dtype
+    expected = [p.detach() for p in layout.params]
+    torch.testing.assert_close(means, torch.stack([t.mean() for t in expected]))
+    torch.testing.assert_close(rms, torch.stack([t.square().mean().sqrt() for t in expected]))
+
+
+def test_by_shape_of_a_tensor_not_shaped_like_the_parameters_says_what_to_use():
+    layout = minioptim.SGD(leaf_copies(make_tensors(torch.float32)), lr=0.1).buckets[0][0].layout()
+    with pytest.raises(ValueError, match="layout.views"):
+        layout.by_shape(torch.zeros(len(layout)))
+
+
+def test_newton_schulz_runs_in_the_dtype_asked_for():
+    """float64 follows the polynomial exactly: three runs of one step compose to three
+    steps; bfloat16 (the default) is torch.optim.Muon's."""
+    g = torch.randn(4, 6, dtype=torch.float64)
+    coefficients = (3.4445, -4.7750, 2.0315)
+    out = newton_schulz(g, coefficients, 3, 1e-7, dtype=torch.float64)
+    assert out.dtype == torch.float64
+    assert newton_schulz(g, coefficients, 3, 1e-7).dtype == torch.bfloat16
+    x = g / g.norm()
+    for _ in range(3):
+        a = x @ x.mT
+        x = coefficients[0] * x + (coefficients[1] * a + coefficients[2] * a @ a) @ x
+    torch.testing.assert_close(out, x, rtol=1e-12, atol=1e-12)
