@@ -375,7 +375,10 @@ class FlatBuffer:
             self.state_shapes[spec.name] = shapes
             self.state_offsets[spec.name] = offsets
             self.state[spec.name] = torch.full(
-                (offsets[-1],), spec.init, dtype=self.dtype, device=self.device
+                (offsets[-1],),
+                0.0 if callable(spec.init) else spec.init,
+                dtype=self.dtype,
+                device=self.device,
             )
         return self.state[spec.name]
 
@@ -397,7 +400,9 @@ class FlatBuffer:
             offsets = self.state_offsets[spec.name]
             state[spec.name] = flat[offsets[run.first] : offsets[run.end]]
             for first, end in fresh:
-                flat[offsets[first] : offsets[end]].fill_(spec.init)
+                values = self.param[self.offsets[first] : self.offsets[end]]
+                grads = self.grad[self.offsets[first] : self.offsets[end]]
+                spec.fill(flat[offsets[first] : offsets[end]], values, grads)
         return state, new or run.step == 1
 
     def _fresh_ranges(self, run: Run) -> list[tuple[int, int]]:
@@ -480,7 +485,9 @@ class FlatBuffer:
                             f"lost its {name!r} entry. Restore it, or delete the whole entry "
                             "(del optimizer.state[p]) to restart that parameter's state"
                         )
-                    view.fill_(spec.init)
+                    flat_view = view.reshape(-1)
+                    spec.fill(flat_view, self.slot(self.param, i).reshape(-1),
+                              torch.zeros_like(self.slot(self.param, i)).reshape(-1))  # fmt: skip
                     continue
                 value = local(tensors[name])
                 if value.shape != view.shape:

@@ -25,8 +25,11 @@ class State:
     name:
         The key in the update's ``state`` and in ``state_dict()``.
     init:
-        The value it holds before a parameter's first update (Adagrad's
-        ``initial_accumulator_value``); default 0.
+        The value it holds before a parameter's first update: a number (Adagrad's
+        ``initial_accumulator_value``; default 0), or a function ``init(param, grad)``
+        of the flat values and gradients of the parameters that start, returning their
+        flat initial state (schedule-free's ``z = p``: ``lambda param, grad: param``;
+        Adan's previous gradient: ``lambda param, grad: grad``). The result is copied.
     shape:
         ``None`` (default): the parameter's shape. A tuple: that shape for every parameter,
         e.g. ``()`` for one number per parameter (then the update sees a 1-d tensor with
@@ -40,8 +43,24 @@ class State:
     """
 
     name: str
-    init: float = 0.0
+    init: float | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = 0.0
     shape: Shape = None
+
+    def fill(self, piece: torch.Tensor, param: torch.Tensor, grad: torch.Tensor) -> None:
+        """Set ``piece`` (this state's flat slice for some parameters) to its initial value;
+        ``param`` and ``grad`` are those parameters' flat values and gradients."""
+        if not callable(self.init):
+            piece.fill_(self.init)
+            return
+        value = self.init(param, grad)
+        if not isinstance(value, torch.Tensor) or value.numel() != piece.numel():
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(
+                f"State({self.name!r}, init=...) returned {got} for parameters of "
+                f"{param.numel()} elements; it must return a tensor of {piece.numel()} "
+                "elements (the state's flat slice), e.g. lambda param, grad: param"
+            )
+        piece.copy_(value.reshape(piece.shape))
 
     def shape_for(self, param_shape: torch.Size) -> torch.Size:
         """The shape of this state for a parameter of shape ``param_shape``."""

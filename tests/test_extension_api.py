@@ -610,3 +610,73 @@ def test_newton_schulz_runs_in_the_dtype_asked_for():
         a = x @ x.mT
         x = coefficients[0] * x + (coefficients[1] * a + coefficients[2] * a @ a) @ x
     torch.testing.assert_close(out, x, rtol=1e-12, atol=1e-12)
+
+
+# -- state whose initial value comes from the parameter or its first gradient -------------
+
+
+class Anchored(FusedOptimizer):
+    """p <- p - lr (g + c (p - z) + d (g - g_prev)), z = p and g_prev = g at the start:
+    the two initialisations schedule-free methods (z = p) and Adan (the previous
+    gradient) need, written with State(init=function)."""
+
+    def __init__(self, params, lr=0.1, c=0.5, d=0.3):
+        super().__init__(params, dict(lr=lr, c=c, d=d))
+
+    def state_names(self, group):
+        return (State("z", init=lambda param, grad: param),
+                State("prev", init=lambda param, grad: grad))  # fmt: skip
+
+    def update(self, group, param, grad, state, step):
+        direction = grad + group["c"] * (param - state["z"]) + group["d"] * (grad - state["prev"])
+        state["prev"].copy_(grad)
+        param.add_(direction, alpha=-group["lr"])
+
+
+class LoopAnchored(torch.optim.Optimizer):
+    def __init__(self, params, lr=0.1, c=0.5, d=0.3):
+        super().__init__(params, dict(lr=lr, c=c, d=d))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["z"], state["prev"] = p.clone(), p.grad.clone()
+                g = p.grad
+                direction = g + group["c"] * (p - state["z"]) + group["d"] * (g - state["prev"])
+                state["prev"].copy_(g)
+                p.add_(direction, alpha=-group["lr"])
+
+
+def late_gradient(step, index, param, gen):
+    grad = torch.randn(param.shape, generator=gen, dtype=param.dtype)
+    return None if index == 0 and step <= 3 else grad  # parameter 0 starts at step 4
+
+
+def test_state_initialised_from_the_parameter_and_its_first_gradient():
+    assert_same_trajectory(
+        Anchored,
+        LoopAnchored,
+        make_tensors(torch.float64),
+        steps=10,
+        gradient=late_gradient,
+        compare_state=False,  # LoopAnchored keeps no "step" entry
+        rtol=1e-13,
+        atol=1e-15,
+    )
+
+
+def test_a_state_init_function_of_the_wrong_size_says_what_to_return():
+    class Wrong(Anchored):
+        def state_names(self, group):
+            return (State("z", init=lambda param, grad: param.sum()), State("prev"))
+
+    params = [torch.ones(3, requires_grad=True)]
+    optimizer = Wrong(params)
+    params[0].grad = torch.ones(3)
+    with pytest.raises(ValueError, match="must return a tensor of 3 elements"):
+        optimizer.step()
