@@ -324,8 +324,9 @@ class FusedOptimizer(torch.optim.Optimizer):
             specs = declare(self.state_names(group), owner)
             runs = [(bucket, run) for bucket in buckets
                     for run in bucket.runs(bucket.check_bindings(owner))]  # fmt: skip
-            grads = [bucket.grad[run.start : run.stop] for bucket, run in runs]
-            extra = self.prepare(group, grads)
+            extra = None
+            if group.get("max_grad_norm") is not None or self._overrides("prepare"):
+                extra = self.prepare(group, [bucket.grad[r.start : r.stop] for bucket, r in runs])
             seen = {**group, **extra} if extra else group
             for bucket, run in runs:
                 state, new = bucket.run_state(specs, run)
@@ -353,6 +354,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         if group.get("max_grad_norm") is not None and grads:
             clip_grad_norm_(grads, group["max_grad_norm"])
         return None
+
+    def _overrides(self, name: str) -> bool:
+        """Whether this class has its own ``name`` method (else the steps skip calling it)."""
+        return getattr(type(self), name) is not getattr(FusedOptimizer, name)
 
     def _check_groups(self) -> None:
         """Raise if ``param_groups`` no longer lists the parameters the buffers hold.
