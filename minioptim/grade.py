@@ -43,7 +43,8 @@ How a hint is found
    checkpoint), the hint points there.
 4. Otherwise the hint says what diverged first: a state entry at the first update (its
    formula or initial value), a state entry later (its recursion, or the order of
-   operations), or only the parameters (the step itself).
+   operations), or the parameters, when they differ before any state entry (the step
+   itself).
 
 The formulas checked
 --------------------

@@ -617,8 +617,8 @@ MUTANTS = [
     ),
     M(
         "base.py",
-        "            if slices.get(key) is not tensor:",
-        "            if key not in slices:",
+        'how = "replaced" if slices.get(key) is not tensor else "rebound .data of"',
+        'how = "replaced" if key not in slices else "rebound .data of"',
         "guardrail: a replaced state tensor not detected",
     ),
     M(
@@ -705,8 +705,8 @@ MUTANTS = [
     ),
     M(
         "base.py",
-        'return {**super().__getstate__(), "impl": self.impl, "_buckets": self._buckets}',
-        'return {**super().__getstate__(), "_buckets": self._buckets}',
+        '            "impl": self.impl,\n',
+        "",
         "__getstate__: impl lost by deepcopy",
     ),
     # -- rule.py, state.py ------------------------------------------------------------------
@@ -929,5 +929,271 @@ MUTANTS = [
         '    if data.device.type == "cpu" and data.is_shared():',
         '    if data.device.type == "cuda" and data.is_shared():',
         "parameters in shared memory (Hogwild) packed silently (issue 16)",
+    ),
+    # -- testing.py: the comparison harness (issue 23) -------------------------------------
+    M(
+        "testing.py",
+        "            _close(p, q, where, rtol, atol)",
+        "            _close(p, q, where, atol, rtol)",
+        "harness: rtol and atol swapped for the parameters (issue 23)",
+    ),
+    M(
+        "testing.py",
+        'rtol, atol = tolerance(p.dtype)["rtol"], tolerance(p.dtype)["atol"]',
+        'rtol, atol = tolerance(p.dtype)["atol"], tolerance(p.dtype)["rtol"]',
+        "harness: the per-dtype tolerance read the wrong way round (issue 23)",
+    ),
+    M(
+        "testing.py",
+        'rtol, atol = tolerance(p.dtype)["rtol"], tolerance(p.dtype)["atol"]',
+        'rtol, atol = tolerance(ours[0].dtype)["rtol"], tolerance(ours[0].dtype)["atol"]',
+        "harness: every parameter at the first parameter's dtype tolerance (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "    if ours.keys() != theirs.keys():",
+        "    if ours.keys() - theirs.keys():",
+        "harness: state entries missing from ours accepted (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "    if ours.keys() != theirs.keys():",
+        "    if len(ours) != len(theirs):",
+        "harness: a renamed state entry accepted (only the counts compared) (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "    ours = {k: v for k, v in ours.items() if v is not None}",
+        "    ours = dict(ours)",
+        "harness: a None state entry of ours counts as present (issue 23)",
+    ),
+    M(
+        "testing.py",
+        'exact=key == "step")',
+        "exact=False)",
+        "harness: step entries compared with the tolerance, not exactly (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "    compare_state: bool = True,",
+        "    compare_state: bool = False,",
+        "harness: state not compared by default (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "            if compare_state:\n",
+        "            if True:\n",
+        "harness: compare_state=False ignored (issue 23)",
+    ),
+    M(
+        "testing.py",
+        'f"{where}, state[{key!r}]"',
+        "where",
+        "harness: the error does not name the state entry that differs (issue 23)",
+    ),
+    M(
+        "testing.py",
+        '    elif param.grad is None or mode == "fresh":',
+        "    elif param.grad is None:",
+        "set_gradient: 'fresh' writes into the existing p.grad (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "        param.grad = grad.clone()",
+        "        param.grad = grad",
+        "set_gradient: both optimizers get the same gradient tensor (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "    if grad is None:\n        param.grad = None\n",
+        "    if grad is None:\n        return\n",
+        "set_gradient: a None gradient keeps the previous one (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "            optimizer.zero_grad(set_to_none=True)",
+        "            optimizer.zero_grad()",
+        "harness: 'fresh' zero_grad without set_to_none on ours (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "    if gradients not in GRADIENT_MODES:",
+        '    if gradients == "":',
+        "harness: an unknown gradients mode (a typo) runs as in_place (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "    gen = torch.Generator().manual_seed(seed)\n    for step in range(1, steps + 1):",
+        "    gen = torch.Generator().manual_seed(0)\n    for step in range(1, steps + 1):",
+        "harness: the seed argument ignored (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "    for step in range(1, steps + 1):\n        if gradients",
+        "    for step in range(1, steps):\n        if gradients",
+        "harness: one step fewer than asked (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "        copy = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)\n"
+        "        copies.append(copy.copy_(t.detach()).requires_grad_())",
+        "        copies.append(t.detach().clone().requires_grad_())",
+        "leaf_copies: clone() (a non-dense view's strides lost) (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "    ours = leaf_copies(tensors)\n",
+        "    ours = [t.detach().requires_grad_() for t in tensors]\n",
+        "harness: ours trains the caller's tensors, not copies (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "            _close(p, q, where, rtol, atol)",
+        "            _close(q, p, where, rtol, atol)",
+        "harness: rtol relative to ours, not to the reference (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "        _close(value, theirs[key], ",
+        "        _close(theirs[key], value, ",
+        "harness: a state entry's rtol relative to ours, not to the reference (issue 23)",
+    ),
+    M(
+        "testing.py",
+        "copies.append(copy.copy_(t.detach()).requires_grad_())",
+        "copies.append(copy.copy_(t).requires_grad_())",
+        "leaf_copies: a tensor that requires grad copied into a non-leaf (issue 23)",
+    ),
+    # -- grade.py: the assignments' grader (issue 23) --------------------------------------
+    M(
+        "grade.py",
+        "RTOL = 1e-9\n",
+        "RTOL = 1e-7\n",
+        "grader: rtol loosened to 1e-7 (an lr passed through float32 passes some checks) "
+        "(issue 23)",
+    ),
+    M(
+        "grade.py",
+        "ATOL = 1e-12\n",
+        "ATOL = 1e-8\n",
+        "grader: atol loosened to 1e-8 (an Adagrad lr through float32 passes) (issue 23)",
+    ),
+    M(
+        "grade.py",
+        "            rtol=RTOL,\n            atol=ATOL,\n",
+        "            rtol=ATOL,\n            atol=RTOL,\n",
+        "grader: the trajectory checks with rtol and atol swapped (issue 23)",
+    ),
+    M(
+        "grade.py",
+        "    return size, not torch.allclose(a, b, rtol=RTOL, atol=ATOL)",
+        "    return size, not torch.allclose(a, b)",
+        "grader: compare()/trace mark differences at allclose's defaults, not the grader's "
+        "tolerance (issue 23)",
+    ),
+    M(
+        "grade.py",
+        '        gradient = _late_gradient if variant == "late" else random_gradient',
+        "        gradient = random_gradient",
+        "grader: the late checks give every parameter a gradient at every step (issue 23)",
+    ),
+    M(
+        "grade.py",
+        "    return None if index == LATE and step <= LATE_STEPS else grad",
+        "    return None if index == LATE and step < LATE_STEPS else grad",
+        "grader: the late parameter's first update at step 4, not 5 as documented (issue 23)",
+    ),
+    M(
+        "grade.py",
+        '            _sgd("a late parameter", "late", momentum=0.9, dampening=0.5),',
+        '            _sgd("a late parameter", "late", momentum=0.9),',
+        "grader: SGD's late check without dampening (b = g either way: a late parameter's "
+        "first step goes unchecked) (issue 23)",
+    ),
+    M(
+        "grade.py",
+        '[{"params": params[:1], **group0}, {"params": params[1:]}]',
+        '[{"params": params[:1]}, {"params": params[1:]}]',
+        "grader: the two-groups checks give both groups the same hyper-parameters (issue 23)",
+    ),
+    M(
+        "grade.py",
+        "                return Validation._rejects(cls, hyper, argument, later=True)",
+        "                return None",
+        "grader: check_group not checked in a param group added later (issue 23)",
+    ),
+    M(
+        "grade.py",
+        "            if argument not in str(error):",
+        "            if not str(error):",
+        "grader: a ValueError that does not name the argument accepted (issue 23)",
+    ),
+    M(
+        "grade.py",
+        '                    {"momentum": 0.0, "dampening": 1.0},',
+        '                    {"momentum": 0.0, "dampening": 0.5},',
+        "grader: the edge case dampening = 1 not checked as valid (issue 23)",
+    ),
+    M(
+        "grade.py",
+        '                    ({"nesterov": True, "momentum": 0.9, "dampening": 0.1}, '
+        '"nesterov"),\n',
+        "",
+        "grader: nesterov with dampening not checked as invalid (issue 23)",
+    ),
+    M(
+        "grade.py",
+        '            trainer = theirs if variant == "from torch" else mine',
+        '            trainer = mine if variant == "from torch" else theirs',
+        "grader: the checkpoint checks load the other optimizer's checkpoint (issue 23)",
+    ),
+    M(
+        "grade.py",
+        "        if many - few < (n_many - n_few) / 2:",
+        "        if many - few <= n_many - n_few:",
+        "grader: the fused check lets one operation per parameter pass (issue 23)",
+    ),
+    M(
+        "grade.py",
+        "            plain = Trajectory(spec, self.label, self.hyper)",
+        "            plain = self",
+        "grader: a variant's hint (late, groups, checkpoints) never given (issue 23)",
+    ),
+    M(
+        "grade.py",
+        '            _rmsprop("all", lr=0.02, centered=True',
+        '            _rmsprop("all", centered=True',
+        "grader: every RMSprop check at the default lr (an ignored lr passes) (issue 23)",
+    ),
+    M(
+        "grade.py",
+        '            _adagrad("lr decay", lr_decay=0.05),',
+        '            _adagrad("lr decay", lr_decay=0.0),',
+        "grader: the 'lr decay' check without lr decay (issue 23)",
+    ),
+    M(
+        "grade.py",
+        '    if first.get("param", math.inf) < step:',
+        "    if False:",
+        "grader: the hint blames a state entry that differs only because the parameters "
+        "did first (issue 23)",
+    ),
+    M(
+        "grade.py",
+        "            if name in self.hyper and self.hyper[name] != off:",
+        "            if name in self.hyper and self.hyper[name] == off:",
+        "grader: a feature's hint never given (the switched-off retry never runs) (issue 23)",
+    ),
+    M(
+        "grade.py",
+        "    if step == 1:\n        return (",
+        "    if step <= 2:\n        return (",
+        "grader: a state entry that agrees for one step blamed on its first update (issue 23)",
+    ),
+    M(
+        "grade.py",
+        "        return all(result.passed for result in self.results)",
+        "        return any(result.passed for result in self.results)",
+        "grader: an assignment passes when any check passes (issue 23)",
     ),
 ]
