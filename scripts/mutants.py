@@ -492,9 +492,9 @@ MUTANTS = [
         "run_state: state not reset before a parameter's first update",
     ),
     M(
-        "flat.py",
-        "flat[offsets[first] : offsets[end]].fill_(spec.init)",
-        "flat[offsets[first] : offsets[end]].zero_()",
+        "state.py",
+        "            piece.fill_(self.init)\n",
+        "            piece.zero_()\n",
         "run_state: state reset to zero instead of its declared init",
     ),
     M(
@@ -1195,5 +1195,129 @@ MUTANTS = [
         "        return all(result.passed for result in self.results)",
         "        return any(result.passed for result in self.results)",
         "grader: an assignment passes when any check passes (issue 23)",
+    ),
+    # -- issue 23: the machinery around the update ------------------------------------------
+    M(
+        "sharded.py",
+        "        torch._foreach_copy_(self.param_views, self.shards(self.params))\n",
+        "",
+        "ShardedBuffer: shard values copied in once, not before every update (issue 23)",
+    ),
+    M(
+        "sharded.py",
+        "            if set_to_none or not p.requires_grad:\n",
+        "            if set_to_none:\n",
+        "ShardedBuffer.zero_grad: a frozen layer keeps a zero gradient and decays (issue 23)",
+    ),
+    M(
+        "sharded.py",
+        "            torch._foreach_zero_(self.shards(grads))",
+        "            pass",
+        "ShardedBuffer.zero_grad: gradients not zeroed, they accumulate (issue 23)",
+    ),
+    M(
+        "sharded.py",
+        "        if spec.shape is not None:\n            return view",
+        "        if True:\n            return view",
+        "ShardedBuffer.state_entry: state shown as local shards, not DTensors (issue 23)",
+    ),
+    M(
+        "sharded.py",
+        "        self.grad_views = [self.slot(self.grad, i) for i in range(n)]",
+        "        self.grad_views = [self.slot(self.param, i) for i in range(n)]",
+        "ShardedBuffer: gradient slots are the value slots (issue 23)",
+    ),
+    M(
+        "sharded.py",
+        "        slots = [view for view, has in zip(self.grad_views, has_grad, strict=True)"
+        " if has]",
+        "        slots = self.grad_views[: sum(has_grad)]",
+        "ShardedBuffer: gradients copied into the first slots, not their own (issue 23)",
+    ),
+    M(
+        "sharded.py",
+        "        shards = self.shards(self.params[run.first : run.end])\n",
+        "        shards = self.shards(self.params[: run.end - run.first])\n",
+        "ShardedBuffer.finish: a later run's values copied into the first shards (issue 23)",
+    ),
+    M(
+        "sharded.py",
+        "        self.count(run)\n        shards =",
+        "        shards =",
+        "ShardedBuffer.finish: steps not counted (bias correction stuck at step 1) (issue 23)",
+    ),
+    M(
+        "flat.py",
+        "            first_seen.setdefault(p.shape, i)",
+        "            first_seen.setdefault(local(p).shape, i)",
+        "FlatBuffer: ordered by the local shard's shape (FSDP2 ranks disagree) (issue 23)",
+    ),
+    M(
+        "flat.py",
+        "        torch.autograd.graph.increment_version(self.params[run.first : run.end])",
+        "        torch.autograd.graph.increment_version(self.params[run.first + 1 : run.end])",
+        "finish: the first parameter's version counter not bumped (issue 23)",
+    ),
+    M(
+        "flat.py",
+        "            new = new or spec.name not in self.state",
+        "            new = new",
+        "run_state: state that appears mid-training never reaches state_dict() (issue 23)",
+    ),
+    M(
+        "base.py",
+        "            for key, value in self.defaults.items():\n"
+        "                group.setdefault(key, value)",
+        "            pass",
+        "load_state_dict: options missing from an older checkpoint not defaulted (issue 23)",
+    ),
+    M(
+        "base.py",
+        "        has_fast_path = (self.rule is not None and self.rule.fast is not None) or (\n"
+        "            type(self).fast_update is not FusedOptimizer.fast_update\n        )",
+        "        has_fast_path = self.rule is not None and self.rule.fast is not None",
+        "a subclass's own fast_update not detected: impl='auto' runs update (issue 23)",
+    ),
+    M(
+        "base.py",
+        "if param._version == version and param.numel() and not self.allow_unchanged_params:",
+        "if param._version == version and not self.allow_unchanged_params:",
+        "zero-element runs raise 'did not change param in place' (issue 23)",
+    ),
+    M(
+        "functional.py",
+        "        x = x.div(torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True).clamp(min=eps))",
+        "        x = x.div(torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True))",
+        "newton_schulz: batched normalization without the eps clamp (0/0 = NaN) (issue 23)",
+    ),
+    M(
+        "functional.py",
+        "    if maximize:\n        grad = -grad\n    direction = grad\n",
+        "    if maximize:\n        grad = grad.neg_()\n    direction = grad\n",
+        "sign_sgd_: maximize negates p.grad itself (issue 23)",
+    ),
+    M(
+        "muon.py",
+        "            p = p[1] if isinstance(p, tuple) else p\n",
+        "",
+        "Muon.check_group: named parameters (name, tensor) refused (issue 23)",
+    ),
+    M(
+        "lion.py",
+        '        _checks.non_negative(group, "lr", "weight_decay")',
+        '        _checks.non_negative(group, "lr")',
+        "Lion.check_group: a negative weight decay accepted (issue 23)",
+    ),
+    M(
+        "sharded.py",
+        "        has_grad = [grad is not None for grad in grads]",
+        "        has_grad = [True for grad in grads]",
+        "ShardedBuffer: parameters without a gradient updated too (issue 23)",
+    ),
+    M(
+        "sharded.py",
+        "p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()",
+        "p.device_mesh, p.placements, run_check=False, shape=view.shape, stride=view.stride()",
+        "ShardedBuffer.state_entry: the shard's shape given as the global one (issue 23)",
     ),
 ]

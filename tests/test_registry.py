@@ -269,6 +269,19 @@ def test_zero_element_parameters_are_updated_like_the_others(case, impl):
     )
 
 
+@by_id
+def test_an_optimizer_of_zero_element_parameters_only_steps(case, impl):
+    """A run of nothing but empty parameters: nothing can change, and nothing raises
+    (SignSGD's and Lion's blocked fast paths ran no block and reported the rule wrong)."""
+    params = [torch.zeros(0, 3, requires_grad=True), torch.zeros(0, 3, requires_grad=True)]
+    optimizer = case.ours(params, impl)
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+    assert all(p.shape == (0, 3) for p in params)
+
+
 def test_muon_refuses_matrices_without_columns_where_its_lr_scale_divides_by_zero():
     empty = torch.zeros(3, 0, requires_grad=True)
     with pytest.raises(ValueError, match="no columns"):
