@@ -8,11 +8,16 @@ STAMP   := $(VENV)/.installed
 export JAX_PLATFORMS := cpu
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help venv book test unit notebooks lint execute lab bench mutate clean
+.PHONY: help venv book test unit notebooks test-cpus lint execute lab bench mutate clean
 
 help:
 	@echo "make book     build the HTML book into _build/html"
-	@echo "make test     lint, unit tests, book build + browser checks, nbval on every notebook"
+	@echo "make test     lint, unit tests, book build + browser checks, nbval on every notebook,"
+	@echo "              and make test-cpus"
+	@echo "make test-cpus"
+	@echo "              on the kernels of an AVX2 and of an SSE4.2 CPU (emulated), the unit"
+	@echo "              tests that compare numbers bit for bit or to measured tolerances"
+	@echo "              and nbval on every notebook: other x86-64 CPUs round differently"
 	@echo "make execute  re-run every notebook in a fresh kernel and save its outputs (NB=name: one)"
 	@echo "make lab      open JupyterLab on book/"
 	@echo "make bench    time minioptim against torch.optim: python -m minioptim.bench ARGS"
@@ -33,7 +38,7 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 
-test: lint unit notebooks
+test: lint unit notebooks test-cpus
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check minioptim tests examples scripts book
@@ -43,13 +48,44 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests --ignore tests/book
 
+NBVAL := $(PY) -m pytest --nbval --nbval-current-env \
+	--nbval-sanitize-with tests/nbval-sanitize.cfg -p no:cacheprovider
+
 # tests/book: the sources (-m static), the built HTML (-m html), headless Chromium
 # (-m browser); then strict nbval on every notebook of _toc.yml
 notebooks: $(STAMP)
 	$(PY) -m pytest tests/book
-	$(PY) -m pytest --nbval --nbval-current-env \
-		--nbval-sanitize-with tests/nbval-sanitize.cfg -p no:cacheprovider \
-		$$($(PY) -m scripts.book list)
+	$(NBVAL) $$($(PY) -m scripts.book list)
+
+# Other x86-64 CPUs, emulated. PyTorch (ATen) and MKL choose their kernels by the CPU's
+# vector instructions, and the kernels round differently: a sum or a matrix product adds
+# in an order set by the vector width. A bit-for-bit comparison, a tolerance measured on
+# one CPU or a printed digit can therefore pass on CI's AMD EPYC and fail on an Intel
+# AVX-512 machine.
+# ATEN_CPU_CAPABILITY and MKL_ENABLE_INSTRUCTIONS make this machine run the kernels of an
+# AVX2 CPU and of one without AVX (SSE4.2). The tests below compare minioptim with
+# torch.optim or a reference, bit for bit or with tolerances measured on one CPU, through
+# vectorised kernels, reductions (norms, clip_grad_norm_, layout.norm) and matrix products
+# (models, Muon); the scheduler matrix of test_integration is left out (its optimizers are
+# test_registry's, its schedules Python arithmetic). nbval checks every printed digit.
+# Each instruction set compiles into its own torch.compile cache: inductor's cache does
+# not tell them apart, and a kernel built for one gives wrong numbers under another.
+# About 9 minutes on a 2-core CPU (4.5 per instruction set: 2 unit tests, 2.5 nbval).
+CPUS := avx2:AVX2 default:SSE4_2
+EXACTNESS_TESTS := tests/test_equivalence.py tests/test_registry.py \
+	tests/test_properties.py tests/test_clients.py tests/test_clients_trainers.py \
+	tests/test_integration.py tests/test_module.py tests/test_extension_api.py \
+	tests/test_state.py tests/test_sign_sgd.py tests/test_optax.py \
+	--deselect tests/test_integration.py::test_every_lr_scheduler_drives_minioptim_as_torch
+
+test-cpus: $(STAMP)
+	@set -e; for cpu in $(CPUS); do \
+		export ATEN_CPU_CAPABILITY=$${cpu%%:*} MKL_ENABLE_INSTRUCTIONS=$${cpu##*:}; \
+		export TORCHINDUCTOR_CACHE_DIR=$${TMPDIR:-/tmp}/torchinductor-$$(id -un)-$${cpu%%:*}; \
+		echo "== ATEN_CPU_CAPABILITY=$$ATEN_CPU_CAPABILITY MKL_ENABLE_INSTRUCTIONS=$$MKL_ENABLE_INSTRUCTIONS"; \
+		$(PY) -m pytest -q $(EXACTNESS_TESTS); \
+		$(NBVAL) -q $$($(PY) -m scripts.book list); \
+	done
 
 # `make execute NB=01_gradient_descent.ipynb` re-runs one notebook only.
 execute: $(STAMP)
