@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 export JAX_PLATFORMS := cpu
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help venv book test unit notebooks test-cpus lint execute lab bench mutate clean
+.PHONY: help venv book test unit notebooks test-cpus lint execute lab bench mutate device-check clean
 
 help:
 	@echo "make book     build the HTML book into _build/html"
@@ -22,6 +22,8 @@ help:
 	@echo "make lab      open JupyterLab on book/"
 	@echo "make bench    time minioptim against torch.optim: python -m minioptim.bench ARGS"
 	@echo "              (e.g. make bench ARGS='--scale 0.05 --suite host-overhead')"
+	@echo "make device-check  on a CUDA machine: the CUDA tests and a benchmark, into OUT="
+	@echo "              (default device-check/), with that machine's python3 and PyTorch"
 	@echo "make mutate   mutation testing: apply scripts/mutants.py to a copy of minioptim,"
 	@echo "              run the fast library tests on each, print the score and survivors"
 	@echo "              (not part of make test; ARGS='-k adopt' or ARGS='--jobs 1')"
@@ -100,6 +102,11 @@ bench: $(STAMP)
 # Not part of `make test`: minutes of CPU (2 workers; see scripts/mutate.py)
 mutate: $(STAMP)
 	$(PY) -m scripts.mutate $(ARGS)
+
+# On a CUDA machine, with its own PyTorch (not .venv): CUDA tests and a benchmark run,
+# everything into one folder (OUT=device-check by default; see scripts/device_check.sh).
+device-check:
+	bash scripts/device_check.sh $(or $(OUT),device-check)
 
 clean:
 	rm -rf _build
