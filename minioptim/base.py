@@ -129,9 +129,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             defaults = {**defaults, "max_grad_norm": max_grad_norm}
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
-        has_fast_path = (self.rule is not None and self.rule.fast is not None) or (
-            type(self).fast_update is not FusedOptimizer.fast_update
-        )
+        rule_fast = self.rule is not None and self.rule.fast is not None
+        has_fast_path = rule_fast or self._overrides("fast_update")
         if impl == "fast" and not has_fast_path:
             raise ValueError(f"impl='fast': {type(self).__name__} has no fast path")
         self.impl = "fast" if impl == "fast" or (impl == "auto" and has_fast_path) else "reference"
@@ -355,9 +354,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             clip_grad_norm_(grads, group["max_grad_norm"])
         return None
 
-    def _overrides(self, name: str) -> bool:
-        """Whether this class has its own ``name`` method (else the steps skip calling it)."""
-        return getattr(type(self), name) is not getattr(FusedOptimizer, name)
+    @classmethod
+    def _overrides(cls, name: str) -> bool:
+        """Whether this class has its own ``name`` method, not the base class's."""
+        return getattr(cls, name) is not getattr(FusedOptimizer, name)
 
     def _check_groups(self) -> None:
         """Raise if ``param_groups`` no longer lists the parameters the buffers hold.
@@ -454,7 +454,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _compiled_update(self) -> Callable[..., None]:
         """``update`` with its rule compiled (see :mod:`minioptim.compiled`): a built-in's
         reference function, or the class's own ``update`` function."""
-        if type(self).update is FusedOptimizer.update and self.rule is not None:
+        if not self._overrides("update") and self.rule is not None:
             rule = compiled(self.rule.reference)
             return functools.partial(self.rule, rule)
         return functools.partial(compiled(type(self).update, method=True), self)
@@ -467,17 +467,16 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _needs_layout(self, name: str) -> bool:
         """Whether ``update`` / ``fast_update`` takes a layout: its own signature says so,
         or, for a built-in rule (the base class's methods), the rule's function does."""
-        method = getattr(type(self), name)
-        if method is getattr(FusedOptimizer, name):
+        if not self._overrides(name):
             return self.rule is not None and "layout" in self.rule.context
-        return takes_layout(method)
+        return takes_layout(getattr(type(self), name))
 
     @classmethod
     def _check_update_signatures(cls) -> None:
         """Raise if a subclass's update takes a sixth argument that is not ``layout``."""
         for name in ("update", "fast_update"):
             method = getattr(cls, name)
-            if method is getattr(FusedOptimizer, name) or not inspect.isfunction(method):
+            if not cls._overrides(name) or not inspect.isfunction(method):
                 continue
             positional = [
                 p.name

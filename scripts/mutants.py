@@ -1273,9 +1273,8 @@ MUTANTS = [
     ),
     M(
         "base.py",
-        "        has_fast_path = (self.rule is not None and self.rule.fast is not None) or (\n"
-        "            type(self).fast_update is not FusedOptimizer.fast_update\n        )",
-        "        has_fast_path = self.rule is not None and self.rule.fast is not None",
+        '        has_fast_path = rule_fast or self._overrides("fast_update")',
+        "        has_fast_path = rule_fast",
         "a subclass's own fast_update not detected: impl='auto' runs update (issue 23)",
     ),
     M(
