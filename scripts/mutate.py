@@ -48,14 +48,14 @@ distributed checkpoint) tests, and without the torch.compile test; nor
 test_optim_db.py, whose import of torch's test registry costs 3 s per mutant
 (test_validation.py checks the same rules). The grader's tests (test_grade.py, with the
 solutions in tests/grading/) and the harness's (test_testing.py) run: they are the only
-ones that kill the mutants of grade.py and testing.py, which the library's other tests
+ones that kill the mutants of grade/ and testing.py, which the library's other tests
 use but never check. They run first for those mutants and last for all others (LAST).
 
 Time budget
 -----------
 Measured on the shared 2-core machine (load 4-5 from other jobs), ``--jobs 1``: the 43
-mutants of testing.py and grade.py (``-k "issue 23"``) take 6 minutes with the
-baseline: a testing.py mutant dies in test_testing.py in 4-7 s, a grade.py one in
+mutants of testing.py and grade/ (``-k "issue 23"``) take 6 minutes with the
+baseline: a testing.py mutant dies in test_testing.py in 4-7 s, a grade/ one in
 test_grade.py in 4-15 s (its cheapest checks come first in the file). The baseline (every
 test file, no mutant) takes about 2 minutes, and so does each equivalent mutant.
 Measured for the whole list (205 mutants) with the default 2 workers on an otherwise idle
@@ -103,7 +103,7 @@ FIRST = {
     "rule.py": ["test_registry.py"],
     "_checks.py": ["test_validation.py"],
     "testing.py": ["test_testing.py"],
-    "grade.py": ["test_grade.py"],
+    "grade/": ["test_grade.py"],
     "sharded.py": ["test_fsdp.py"],
 }
 DEFAULT_FIRST = ["test_validation.py", "test_registry.py"]
@@ -145,6 +145,12 @@ def check(mutants, root: Path) -> dict[int, str]:
             except SyntaxError as error:
                 errors[i] = f"the mutated file does not compile: {error}"
     return errors
+
+
+def first_tests(file: str) -> list[str]:
+    """The likely killers of a mutant of ``file`` (a package's modules share theirs)."""
+    package = file.split("/")[0] + "/"
+    return FIRST.get(file) or FIRST.get(package, DEFAULT_FIRST)
 
 
 def test_files(root: Path) -> list[str]:
@@ -354,7 +360,7 @@ def main(argv=None) -> int:
                 else:
                     m = mutants[i]
                     spec = dict(file=m.file, original=m.original, replacement=m.replacement)
-                    tests = ordered(files, FIRST.get(m.file, DEFAULT_FIRST))
+                    tests = ordered(files, first_tests(m.file))
                 result = w.run(dict(spec, tests=tests, timeout=args.timeout))
             finally:
                 with free_lock:

@@ -42,6 +42,7 @@ from minioptim.grade import (
     main,
     run,
 )
+from minioptim.grade.loops import with_mistake
 
 GRADING = Path(__file__).parent / "grading"
 ROOT = Path(__file__).parent.parent
@@ -191,6 +192,51 @@ def test_the_fused_check_counts_operations_per_extra_parameter(extra, passes):
     assert fused.run(_with_extra_ops(extra)).passed is passes
 
 
+def _with_conversions(per_params):
+    """The reference LAMB plus ``per_params(n)`` elements turned into Python numbers per
+    update of n params (no extra ATen operation: tolist reads the memory directly)."""
+    reference = solution("assignment3").LAMB
+
+    class Converting(reference):
+        def update(self, group, param, grad, state, step, layout):
+            grad[: per_params(len(layout))].tolist()
+            super().update(group, param, grad, state, step, layout)
+
+    return Converting
+
+
+@pytest.mark.parametrize(
+    ("elements", "passes"),
+    [
+        (lambda n: 5, True),
+        (lambda n: n // 3, True),
+        (lambda n: n // 2, False),
+        (lambda n: n, False),
+    ],
+    ids=["constant", "one per three", "one per two", "one per parameter"],
+)
+def test_the_fused_check_counts_conversions_to_python_per_extra_parameter(elements, passes):
+    result = ASSIGNMENTS["assignment3"].checks[-1].run(_with_conversions(elements))
+    assert result.passed is passes
+    if not passes:
+        assert result.hint == GENERAL_HINTS["to Python"]
+
+
+def test_the_large_check_gives_a_trust_ratio_above_10():
+    """So that a ratio clipped at 10 fails it; every other check stays below 10."""
+    ratios = []
+
+    class Recording(solution("assignment3").LAMB):
+        def step(self, closure=None):
+            super().step(closure)
+            ratios.append(max(float(s["trust"]) for s in self.state.values()))
+
+    for check in _trajectories(grade.LAMB_SPEC):
+        ratios.clear()
+        check.compare(Recording, check.spec.reference)
+        assert (max(ratios) > 10) is (check.variant == "large"), check.name
+
+
 GENERAL_HINTS = grade.GENERAL_HINTS
 
 
@@ -201,11 +247,12 @@ def label(result) -> str:
 
 
 SGD_LABELS = ["heavy ball", "dampening", "Nesterov", "weight decay", "all"]
-SGD_LABELS += ["Nesterov, weight decay", "no momentum", "a late parameter", "two groups"]
+SGD_LABELS += ["Nesterov, weight decay", "no momentum", "a late parameter"]
+SGD_LABELS += ["a zero first gradient", "two groups"]
 ADAGRAD_LABELS = ["plain", "initial accumulator", "lr decay", "weight decay", "large eps"]
 ADAGRAD_LABELS += ["all", "from torch's checkpoint", "torch from yours"]
 LAMB_LABELS = ["defaults", "no weight decay", "strong weight decay", "large eps"]
-LAMB_LABELS += ["a late parameter", "two groups"]
+LAMB_LABELS += ["a late parameter", "a large parameter", "two groups"]
 
 # Each wrong solution, its assignment, the checks it must fail (all others pass), and
 # words of the hint (or of the details) of each failure.
@@ -253,6 +300,24 @@ EXACTLY = [
         "lr=-0.1: accepted in a param group added later; it should raise ValueError",
     ),
     (
+        "wrong_first_step_from_zero_buffer",  # the zero check's first gradients are 0
+        "assignment1",
+        ["MomentumSGD, a zero first gradient"],
+        GENERAL_HINTS["zero"],
+    ),
+    (
+        "wrong_trust_clipped",  # the large check's trust ratio is above 10
+        "assignment3",
+        ["LAMB, a large parameter"],
+        "Your trust ratio is clipped at 10",
+    ),
+    (
+        "wrong_trust_from_tolist",  # the fused check counts conversions to Python too
+        "assignment3",
+        ["LAMB, no Python loop over the parameters"],
+        GENERAL_HINTS["to Python"],
+    ),
+    (
         "wrong_lr_through_float32",  # the tolerance: a relative 1.5e-8 in lr shows
         "assignment2",
         [f"Adagrad, {label}" for label in ADAGRAD_LABELS],
@@ -279,17 +344,17 @@ def test_one_failed_check_fails_the_grade(capsys):
     wrong = solution("wrong_counts_optimizer_steps")
     with pytest.raises(GradingFailed):
         grade.grade("assignment1", wrong)
-    assert capsys.readouterr().out.splitlines()[-1] == "9 of 10 checks passed, 1 failed."
+    assert capsys.readouterr().out.splitlines()[-1] == "10 of 11 checks passed, 1 failed."
     assert not run("assignment1", wrong).passed
     assert main(["assignment1", str(GRADING / "wrong_counts_optimizer_steps.py")]) == 1
 
 
-class NesterovWithRawGradient(solution("assignment1").MomentumSGD):
-    """The Nesterov direction with the gradient before weight decay: wrong only with
-    nesterov=True and weight decay, and like none of the typical mistakes."""
+class NesterovScaledDown(solution("assignment1").MomentumSGD):
+    """The Nesterov direction divided by 1 + momentum: wrong only with nesterov=True,
+    and like none of the typical mistakes."""
 
     def update(self, group, param, grad, state, step):
-        raw, momentum = grad, group["momentum"]
+        momentum = group["momentum"]
         if group["weight_decay"] != 0:
             grad = grad.add(param, alpha=group["weight_decay"])
         if momentum != 0:
@@ -298,7 +363,10 @@ class NesterovWithRawGradient(solution("assignment1").MomentumSGD):
                 buffer.copy_(grad)
             else:
                 buffer.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
-            grad = raw.add(buffer, alpha=momentum) if group["nesterov"] else buffer  # WRONG
+            if group["nesterov"]:
+                grad = grad.add(buffer, alpha=momentum) / (1 + momentum)  # WRONG
+            else:
+                grad = buffer
         param.add_(grad, alpha=-group["lr"])
 
 
@@ -323,7 +391,7 @@ class DecayingSum(solution("assignment2").Adagrad):
 # diverged first.
 HINTS = [
     (
-        NesterovWithRawGradient,
+        NesterovScaledDown,
         "MomentumSGD, Nesterov, weight decay",
         "It passes with nesterov=False",
     ),
@@ -428,7 +496,7 @@ EXERCISED = {
     "MomentumSGD": {
         "lr": SGD_LABELS,
         "momentum": [label for label in SGD_LABELS if label != "no momentum"],
-        "dampening": ["dampening", "all", "a late parameter"],
+        "dampening": ["dampening", "all", "a late parameter", "a zero first gradient"],
         "weight_decay": ["weight decay", "all", "Nesterov, weight decay", "no momentum"],
         "nesterov": ["Nesterov", "Nesterov, weight decay"],
     },
@@ -496,6 +564,12 @@ def test_the_reference_solution_passes(assignment):
     assert report.passed, str(report)
 
 
+def test_torch_optims_own_messages_name_the_arguments():
+    """ "Invalid learning rate", "Nesterov momentum requires ...": lr and nesterov."""
+    report = run("assignment1", solution("right_torch_messages"))
+    assert report.passed, str(report)
+
+
 # Each wrong solution, the assignment it is for, and words of the hint that every one of
 # its failures must give.
 WRONG = [
@@ -507,6 +581,12 @@ WRONG = [
     ("wrong_bias_correction", "assignment3", "bias correction is missing"),
     ("wrong_coupled_weight_decay", "assignment3", "must be decoupled"),
     ("wrong_loop_over_params", "assignment3", "layout.norm"),
+    ("wrong_weight_decay_into_grad", "assignment1", "Write grad = grad.add(param"),
+    ("wrong_weight_decay_in_buffer", "assignment1", "You add weight_decay * p to the buffer"),
+    ("wrong_state_by_id", "assignment2", "keeps tensors of its own in self.square_avgs"),
+    ("wrong_bias_correction_in_place", "assignment3", "by their bias corrections in place"),
+    ("wrong_sqrt_of_bias_correction", "assignment3", "by the square root of the correction"),
+    ("wrong_weight_decay_outside_trust", "assignment3", "weight decay goes inside the trust"),
 ]
 
 
@@ -577,15 +657,11 @@ def test_the_lamb_reference_by_hand():
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
 def test_every_typical_mistake_is_recognised(spec):
-    """Each mistake the loops can make fails some check, with that mistake's hint."""
-    checks = [
-        check
-        for task in ASSIGNMENTS.values()
-        for check in task.checks
-        if isinstance(check, Trajectory) and check.spec is spec and check.variant is None
-    ]
+    """Each mistake the loops can make fails some check, with that mistake's hint (the
+    checks from scratch: the "large" one alone has a trust ratio above 10)."""
+    checks = [check for check in _trajectories(spec) if check.variant in (None, "large")]
     for mistake, hint in spec.loop.mistakes.items():
-        wrong = grade._with_mistake(spec.loop, mistake)
+        wrong = with_mistake(spec.loop, mistake)
         for check in checks:
             result = check.run(wrong)
             if not result.passed:
@@ -614,10 +690,10 @@ def test_the_starter_fails_every_check_as_not_implemented(capsys):
         assert result.details == ["not implemented yet (TODO: check_group)"]
     out = capsys.readouterr().out
     assert out.count("(as above)") == len(report.results) - 1
-    assert out.splitlines()[-1] == "0 of 10 checks passed, 10 failed."
+    assert out.splitlines()[-1] == "0 of 11 checks passed, 11 failed."
     # In a notebook the exception shows as this one line, with no traceback.
     assert caught.value._render_traceback_() == [
-        "GradingFailed: 0 of 10 checks passed, 10 failed. See the report above."
+        "GradingFailed: 0 of 11 checks passed, 11 failed. See the report above."
     ]
 
 
@@ -625,8 +701,8 @@ def test_grade_prints_the_report_and_raises_nothing_when_everything_passes(capsy
     assert grade.grade("assignment3", solution("assignment3")) is None
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "assignment3: LAMB with per-tensor trust ratios, fused"
-    assert sum(line.startswith("PASS  LAMB") for line in out) == 7
-    assert out[-1] == "All 7 checks passed."
+    assert sum(line.startswith("PASS  LAMB") for line in out) == 8
+    assert out[-1] == "All 8 checks passed."
 
 
 def test_classes_come_from_keywords_dicts_and_modules():
@@ -663,6 +739,35 @@ def test_state_names_unlike_torch_get_the_names():
     first = result.failed[0]
     assert "state keys ['step', 'v'] != reference ['square_avg', 'step']" in first.details[0]
     assert first.hint.startswith("The grader expects the state names 'square_avg'")
+
+
+def test_a_state_entry_kept_by_only_one_gets_the_state_names():
+    """Renamed and wrong: the parameters differ first, but the names are the cause."""
+    reference = solution("assignment2").RMSprop
+
+    class RenamedAndSwapped(reference):
+        def state_names(self, group):
+            return ("v",)
+
+        def update(self, group, param, grad, state, step):
+            v, alpha = state["v"], group["alpha"]
+            v.mul_(1 - alpha).addcmul_(grad, grad, value=alpha)
+            param.addcdiv_(grad, v.sqrt().add_(group["eps"]), value=-group["lr"])
+
+    result = grade.ASSIGNMENTS["assignment2"].checks[0].run(RenamedAndSwapped)
+    assert result.details[0].endswith("the parameter differs first,")
+    assert "state['square_avg'] (missing or shaped differently)" in result.details[2]
+    assert result.hint.startswith("state['square_avg'] is not kept alike"), result.hint
+    assert "the grader expects the state names 'square_avg'" in result.hint
+
+
+def test_a_divergence_after_a_checkpoint_counts_steps_from_the_start():
+    report = run("assignment2", solution("wrong_state_by_id"))
+    (from_torch,) = [r for r in report.failed if label(r) == "RMSprop, from torch's checkpoint"]
+    assert from_torch.details[0].startswith(
+        "after loading a checkpoint saved at step 10: step 11, parameter 0"
+    )
+    assert from_torch.details[2].startswith("at step 11 also")
 
 
 def test_an_unknown_mistake_gets_where_it_diverged():
@@ -716,7 +821,7 @@ def test_compare_prints_the_differences_step_by_step(capsys):
 
 def test_main_exit_status(capsys, tmp_path):
     assert main(["assignment1", str(GRADING / "assignment1.py")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "All 10 checks passed."
+    assert capsys.readouterr().out.splitlines()[-1] == "All 11 checks passed."
     assert main(["assignment9", "x.py"]) == 2
     assert "usage: python -m minioptim.grade" in capsys.readouterr().err
     assert main(["assignment1", str(tmp_path / "nothing.py")]) == 2
@@ -747,4 +852,4 @@ def test_the_shell_entry_point(tmp_path):
     assert lines[0] == "assignment1: SGD with momentum, exactly as torch.optim.SGD"
     assert lines[1] == "FAIL  MomentumSGD, heavy ball (lr=0.1, momentum=0.9)"
     assert lines[2] == "      not implemented yet (TODO: check_group)"
-    assert lines[-1] == "0 of 10 checks passed, 10 failed."
+    assert lines[-1] == "0 of 11 checks passed, 11 failed."
