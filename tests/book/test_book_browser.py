@@ -127,6 +127,12 @@ const wide_math = Array.from(article.querySelectorAll("mjx-container[display='tr
     return math && math.getBoundingClientRect().width > e.getBoundingClientRect().width + 1;
   })
   .map((e) => (e.getAttribute("aria-label") || text(e)).slice(0, 60));
+// A table wider than its box hides columns behind a sideways scroll (the theme wraps
+// tables in a scrolling box, so the page itself stays narrow).
+const wide_tables = Array.from(article.querySelectorAll("table"))
+  .filter((t) => t.getBoundingClientRect().width > t.parentElement.clientWidth + 1)
+  .map((t) => `${Math.round(t.getBoundingClientRect().width)} > `
+              + `${t.parentElement.clientWidth} px: ${text(t)}`);
 const wide_images = Array.from(article.querySelectorAll("img"))
   .filter((i) => i.getBoundingClientRect().right > window.innerWidth + 1)
   .map((i) => i.getAttribute("src"));
@@ -143,6 +149,7 @@ const distorted = Array.from(article.querySelectorAll("img"))
 return {
   wide_code: wide_code,
   wide_math: wide_math,
+  wide_tables: wide_tables,
   wide_images: wide_images,
   distorted_images: distorted,
   page_width: document.documentElement.scrollWidth,
@@ -423,11 +430,15 @@ def test_code_and_equations_fit_the_column(visit, page):
 @pytest.mark.parametrize("page", CONTENT_PAGES, ids=CONTENT_PAGE_IDS)
 def test_page_fits_a_phone(phone_widths, page):
     """On a phone, a wide code block may scroll inside its box, but the page itself must
-    not scroll sideways, and every figure fits the screen."""
+    not scroll sideways, no table hides columns behind a scroll, and every figure fits
+    the screen."""
     widths = phone_widths(page)
     assert widths["page_width"] <= widths["window_width"], (
         f"{page.html} is {widths['page_width']} px wide on a "
         f"{widths['window_width']} px phone screen"
+    )
+    assert not widths["wide_tables"], (
+        f"{page.html}: tables wider than a phone's column: {widths['wide_tables']}"
     )
     assert not widths["wide_images"], f"{page.html}: images wider than a phone: {widths}"
     assert not widths["distorted_images"], (
