@@ -1207,9 +1207,9 @@ MUTANTS = [
     M(
         "grade/trajectories.py",
         "LARGE_FACTOR = 100.0",
-        "LARGE_FACTOR = 5.0",
-        "grader: the large check's trust ratio stays below 10 (a ratio clipped at 10 "
-        "passes) (issue 19)",
+        "LARGE_FACTOR = 1.0",
+        "grader: the large check's parameter not enlarged (every trust ratio below 10: a "
+        "ratio clipped at 10 passes) (issue 19)",
     ),
     M(
         "grade/checks.py",
