@@ -54,8 +54,8 @@ GENERAL_HINTS = {
     "large": (
         "Your optimizer agrees while the trust ratios are small, but not when a "
         "parameter is 100 times larger and its ratio ||p|| / ||r|| is far above 10: "
-        "the assignment's trust ratio has no upper bound (some implementations clip "
-        "it; this one does not clip)."
+        "the assignment's trust ratio has no upper bound, though some implementations "
+        "clip it."
     ),
     "gradient changed": (
         "Leave the gradient as it is: grad is p.grad itself, so grad.add_(param, "
