@@ -12,8 +12,8 @@ from .base import FusedOptimizer
 from .layout import Layout
 from .lion import Lion
 from .muon import Muon
-from .sgd import SGD
 from .schedule_free import ScheduleFreeAdamW
+from .sgd import SGD
 from .sign_sgd import SignSGD
 from .state import State
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .compiled import compiled
+from .compiled import as_tensor, compiled
 from .flat import DTensor, FlatBuffer, Run, unmovable
 from .functional import clip_grad_norm_
 from .layout import Layout
@@ -326,6 +326,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             extra = None
             if group.get("max_grad_norm") is not None or self._overrides("prepare"):
                 extra = self.prepare(group, [bucket.grad[r.start : r.stop] for bucket, r in runs])
+            if extra and self.impl == "compiled":  # values of this step only: graph inputs
+                extra = {key: as_tensor(value) for key, value in extra.items()}
             seen = {**group, **extra} if extra else group
             for bucket, run in runs:
                 state, new = bucket.run_state(specs, run)

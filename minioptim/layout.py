@@ -80,9 +80,7 @@ class Layout:
         shapes = list(self._states(name))
         sizes = (0 if shape is None else shape.numel() for shape in shapes)
         offsets = [0, *itertools.accumulate(sizes)]
-        return Layout(
-            self.params, offsets, self.device, shapes, param_shapes=self.param_shapes
-        )
+        return Layout(self.params, offsets, self.device, shapes, param_shapes=self.param_shapes)
 
     def __len__(self) -> int:
         return len(self.params)

@@ -89,7 +89,9 @@ def test_parameters_without_gradients_do_not_move_and_the_group_count_goes_on():
 
 def grads_for(tensors, steps, seed=5):
     gen = torch.Generator().manual_seed(seed)
-    return [[torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in tensors] for _ in range(steps)]
+    return [
+        [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in tensors] for _ in range(steps)
+    ]
 
 
 def train(optimizer, params, steps):
@@ -102,7 +104,10 @@ def train(optimizer, params, steps):
 def test_eval_holds_the_average_x_and_train_restores_y():
     tensors = make_tensors(torch.float64)
     ours, loop = leaf_copies(tensors), leaf_copies(tensors)
-    optimizer, reference = minioptim.ScheduleFreeAdamW(ours, lr=0.01), LoopScheduleFree(loop, lr=0.01)
+    optimizer, reference = (
+        minioptim.ScheduleFreeAdamW(ours, lr=0.01),
+        LoopScheduleFree(loop, lr=0.01),
+    )
     grads = grads_for(tensors, 6)
     train(optimizer, ours, grads)
     train(reference, loop, grads)
