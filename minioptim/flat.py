@@ -236,7 +236,7 @@ class FlatBuffer:
         return self._layouts[key]
 
     def _state_layout(self, first: int, end: int):
-        """For ``Layout.of(name)``: the shapes of state ``name`` of parameters ``first .. end - 1``."""
+        """For ``Layout.of(name)``: state ``name``'s shapes for parameters ``first .. end - 1``."""
 
         def shapes_of(name: str) -> list[torch.Size | None]:
             if name not in self.state_shapes:
