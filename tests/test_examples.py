@@ -2,13 +2,16 @@
 
 import pytest
 import torch
-from conftest import make_tensors
+from conftest import TOLERANCES, make_tensors
 
 from examples.adan import Adan
 from examples.ademamix import AdEMAMix
 from minioptim.testing import assert_same_trajectory
 
-TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-14)}
+TOLERANCE_BY_DTYPE = {
+    torch.float32: dict(rtol=1e-5, atol=1e-6),
+    torch.float64: dict(rtol=1e-12, atol=1e-14),
+}
 
 
 class LoopAdan(torch.optim.Optimizer):
@@ -70,7 +73,7 @@ def test_adan_example_follows_the_paper_loop(dtype):
         make_tensors(dtype),
         steps=20,
         compare_state=False,
-        **TOLERANCE[dtype],
+        **TOLERANCE_BY_DTYPE[dtype],
     )
 
 
@@ -83,7 +86,7 @@ def test_ademamix_example_follows_the_paper_loop(dtype):
         make_tensors(dtype),
         steps=20,
         compare_state=False,
-        **TOLERANCE[dtype],
+        **TOLERANCE_BY_DTYPE[dtype],
     )
 
 
@@ -93,3 +96,49 @@ def test_examples_are_at_most_40_lines():
     for name in ("adan.py", "ademamix.py"):
         lines = (Path(__file__).parent.parent / "examples" / name).read_text().splitlines()
         assert len(lines) <= 40, name
+
+
+def muon_adamw_pair(params, muon_lr, adamw_lr):
+    """torch's recipe: torch.optim.Muon for the matrices, torch.optim.AdamW for the rest."""
+    matrices = [p for p in params if p.ndim == 2]
+    others = [p for p in params if p.ndim != 2]
+    return (
+        torch.optim.Muon(matrices, lr=muon_lr),
+        torch.optim.AdamW(others, lr=adamw_lr, foreach=False),
+    )
+
+
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+def test_muon_with_adamw_as_one_optimizer_equals_torchs_two(impl):
+    from examples.muon_adamw import MuonWithAdamW
+    from minioptim.testing import leaf_copies
+
+    tensors = make_tensors(torch.float32) + [torch.randn(5, 3), torch.randn(4, 4)]
+    ours, theirs = leaf_copies(tensors), leaf_copies(tensors)
+    groups = [
+        {"params": [p for p in ours if p.ndim == 2], "use_muon": True, "lr": 0.02},
+        {"params": [p for p in ours if p.ndim != 2], "use_muon": False, "lr": 3e-3},
+    ]
+    optimizer = MuonWithAdamW(groups)
+    optimizer.impl = impl
+    reference = muon_adamw_pair(theirs, muon_lr=0.02, adamw_lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        for p, q in zip(ours, theirs, strict=True):
+            q.grad = torch.randn(p.shape, generator=gen)
+            p.grad = q.grad.clone()
+        optimizer.step()
+        for torch_optimizer in reference:
+            torch_optimizer.step()
+    # the reference path repeats torch's operations; the fast path's fused kernels and
+    # batched Newton–Schulz agree to rounding (bit for bit on some CPUs)
+    tolerance = dict(rtol=0, atol=0) if impl == "reference" else TOLERANCES["fast", torch.float32]
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p, q, **tolerance)
+    for p, q in zip(ours, theirs, strict=True):
+        torch_state = next(o.state[q] for o in reference if q in o.state)
+        assert sorted(optimizer.state[p]) == sorted(torch_state), p.shape
+    saved = optimizer.state_dict()
+    assert set(saved["minioptim_steps"]) == {  # counts of the groups without "step"
+        i for i, p in enumerate(groups[0]["params"] + groups[1]["params"]) if p.ndim == 2
+    }
