@@ -92,7 +92,10 @@ class Layout:
 
     @property
     def sizes(self) -> torch.Tensor:
-        """The number of elements of each parameter, as a tensor on the device."""
+        """The number of elements of each parameter, as an ``int64`` tensor on the device.
+
+        For arithmetic in the slice's dtype, cast it (``layout.sizes.to(flat.dtype)``),
+        as :meth:`mean` and :meth:`rms` do: ``sizes.sqrt()`` alone is float32."""
         if self._sizes is None:
             sizes = [b - a for a, b in itertools.pairwise(self.offsets)]
             self._sizes = torch.tensor(sizes, device=self.device)
