@@ -6,11 +6,13 @@ every update is a handful of vectorized operations over the whole buffer. A drop
 torch.optim, with the same numbers.
 """
 
+from .adafactor import Adafactor
 from .adam import Adam, AdamW
 from .base import FusedOptimizer
 from .layout import Layout
 from .lion import Lion
 from .muon import Muon
+from .schedule_free import ScheduleFreeAdamW
 from .sgd import SGD
 from .sign_sgd import SignSGD
 from .state import State
@@ -18,11 +20,13 @@ from .state import State
 __version__ = "0.2.0"
 __all__ = [
     "SGD",
+    "Adafactor",
     "Adam",
     "AdamW",
     "SignSGD",
     "Lion",
     "Muon",
+    "ScheduleFreeAdamW",
     "FusedOptimizer",
     "Layout",
     "State",

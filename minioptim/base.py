@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .compiled import compiled
+from .compiled import as_tensor, compiled
 from .flat import DTensor, FlatBuffer, Run, unmovable
 from .functional import clip_grad_norm_
 from .layout import Layout
@@ -160,6 +160,15 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def check_group(self, group: dict[str, Any]) -> None:
         """Raise ``ValueError`` if a group's hyper-parameters are invalid (override to check)."""
+
+    def keeps_step(self, group: dict[str, Any]) -> bool:
+        """Whether ``state_dict()`` shows a ``"step"`` entry for the parameters of ``group``.
+
+        The default is the class's :attr:`step_in_state`. An optimizer whose groups follow
+        different rules (Muon for the matrices, AdamW for the rest, each with torch's
+        state names) answers per group.
+        """
+        return self.step_in_state
 
     def update(
         self,
@@ -326,13 +335,15 @@ class FusedOptimizer(torch.optim.Optimizer):
             extra = None
             if group.get("max_grad_norm") is not None or self._overrides("prepare"):
                 extra = self.prepare(group, [bucket.grad[r.start : r.stop] for bucket, r in runs])
+            if extra and self.impl == "compiled":  # values of this step only: graph inputs
+                extra = {key: as_tensor(value) for key, value in extra.items()}
             seen = {**group, **extra} if extra else group
             for bucket, run in runs:
                 state, new = bucket.run_state(specs, run)
                 self._update_run(seen, bucket, run, state)
                 bucket.finish(run)
-                if new and (specs or self.step_in_state):
-                    bucket.publish(self.state, specs, run, self.step_in_state)
+                if new and (specs or self.keeps_step(group)):
+                    bucket.publish(self.state, specs, run, self.keeps_step(group))
         self.state.edited = False  # publish wrote the entries, not the user
         return loss
 
@@ -536,8 +547,8 @@ class FusedOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's format; tensors are copies, not views of the live buffers.
 
-        An optimizer without a ``"step"`` entry per parameter (``step_in_state = False``)
-        saves its step counts beside ``"state"`` and ``"param_groups"``, under
+        Parameters without a ``"step"`` entry (:meth:`keeps_step` false for their group)
+        have their step counts saved beside ``"state"`` and ``"param_groups"``, under
         ``"minioptim_steps"`` (parameter index -> count); torch.optim ignores the key.
         """
         self._sync_state_edits()
@@ -546,9 +557,11 @@ class FusedOptimizer(torch.optim.Optimizer):
             index: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
             for index, entry in state_dict["state"].items()
         }
-        if not self.step_in_state:
+        numbered = enumerate((g, p) for g in self.param_groups for p in g["params"])
+        without_step = [(i, p) for i, (group, p) in numbered if not self.keeps_step(group)]
+        if without_step:
             steps = self._steps_by_param()
-            state_dict[SAVED_STEPS] = {i: steps[id(p)] for i, p in enumerate(self._params())}
+            state_dict[SAVED_STEPS] = {i: steps[id(p)] for i, p in without_step}
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -576,12 +589,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         with torch.no_grad():
             for group, buckets in zip(self.param_groups, self._buckets, strict=True):
                 specs = declare(self.state_names(group), owner)
-                if edited and not specs and not self.step_in_state:
+                if edited and not specs and not self.keeps_step(group):
                     continue  # a stateless rule keeps no entries to edit, as in torch.optim
                 for bucket in buckets:
                     counts = zip(bucket.params, bucket.steps.tolist(), strict=True)
                     steps = [saved_step(p, n) for p, n in counts]
-                    bucket.adopt(self.state, specs, self.step_in_state, steps, edited=edited)
+                    bucket.adopt(self.state, specs, self.keeps_step(group), steps, edited=edited)
         self.state.edited = False
 
     def _params(self) -> list[torch.Tensor]:

@@ -8,13 +8,21 @@ source stays the readable rule: nothing is written twice.
 
 Three things keep one compiled graph valid for every step and every optimizer:
 
-- the values that change from step to step, ``lr`` (a scheduler's) and ``step``, reach the
+- the values that change from step to step, ``lr`` (a scheduler's), ``step`` and the
+  numbers that :meth:`~minioptim.FusedOptimizer.prepare` returns for the step, reach the
   rule as 0-d tensors, so they are inputs of the graph, not constants baked into it
   (a Python float would be specialized: one recompilation per learning rate);
 - sizes are dynamic, so buckets and runs of other lengths share the graph;
 - what is compiled is the rule's function (``adam_``, a class's ``update``), never a
   bound method, so two optimizers of one class share their graphs (up to
   ``RECOMPILE_LIMIT`` variants: dtypes, flags, first step).
+
+One operation needs help: inductor (torch 2.13, CPU) compiles ``x.sub_(y, alpha=t)``
+with a 0-d float64 tensor ``t`` that is an input of the graph as if ``t`` were the
+constant it held at the first call: later steps subtract with the first learning rate,
+silently. ``param.sub_(update, alpha=group["lr"])`` is how many rules are written, so
+while a rule is compiled, :class:`TensorAlphaSubtraction` rewrites such a call as the
+addition ``x.add_(y, alpha=-t)``, which compiles correctly (the tests check both).
 
 A rule that branches on the step (SGD's ``if step == 1``) cannot take it as a tensor; it
 is traced again with ``step`` as an integer, which gives one graph for the first step
@@ -31,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 # The ways of passing ``step`` to try, in order; "eager" is the fallback.
 ATTEMPTS = ("tensor", "int")
@@ -44,6 +53,25 @@ def as_tensor(value: Any) -> Any:
     if isinstance(value, float | int) and not isinstance(value, bool):
         return torch.tensor(value, dtype=torch.float64)
     return value
+
+
+class TensorAlphaSubtraction(TorchFunctionMode):
+    """While active: ``sub``/``sub_`` with a tensor ``alpha`` run as ``add``/``add_`` with
+    ``alpha=-alpha`` (the same numbers; see the module's doc for the compiler bug)."""
+
+    ADDITION = {
+        torch.Tensor.sub_: torch.Tensor.add_,
+        torch.Tensor.sub: torch.Tensor.add,
+        torch.sub: torch.add,
+    }
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.ADDITION and isinstance(kwargs.get("alpha"), torch.Tensor):
+            kwargs = dict(kwargs)
+            alpha = kwargs.pop("alpha")
+            return self.ADDITION[func](*args, alpha=-alpha, **kwargs)
+        return func(*args, **kwargs)
 
 
 class CompiledRule:
@@ -64,7 +92,8 @@ class CompiledRule:
         while self.attempts:
             how = self.attempts[0]
             try:
-                with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                limit = torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT)
+                with limit, TensorAlphaSubtraction():
                     return self.compiled(*self._args(args, how), **self._kwargs(kwargs, how))
             except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError) as error:
                 self.attempts.pop(0)  # a step-dependent branch, say: try the next way

@@ -167,7 +167,7 @@ class FlatBuffer:
         # state['step'] entries are views of them.
         self.state: dict[str, torch.Tensor] = {}
         self.state_offsets: dict[str, list[int]] = {}
-        self.state_shapes: dict[str, list[torch.Size]] = {}
+        self.state_shapes: dict[str, list[torch.Size | None]] = {}  # None: not kept
         self.steps = torch.zeros(len(self.params), dtype=scalar_dtype())
         # Whether each parameter has state (torch.optim: a non-empty state[p]). Its state
         # is set to each spec's init before its first update, and again after its entry
@@ -230,8 +230,21 @@ class FlatBuffer:
             start = self.offsets[first]
             offsets = [offset - start for offset in self.offsets[first : end + 1]]
             params, shapes = self.params[first:end], self.shapes[first:end]
-            self._layouts[key] = Layout(params, offsets, self.device, shapes)
+            self._layouts[key] = Layout(
+                params, offsets, self.device, shapes, states=self._state_layout(first, end)
+            )
         return self._layouts[key]
+
+    def _state_layout(self, first: int, end: int):
+        """For ``Layout.of(name)``: state ``name``'s shapes for parameters ``first .. end - 1``."""
+
+        def shapes_of(name: str) -> list[torch.Size | None]:
+            if name not in self.state_shapes:
+                kept = ", ".join(repr(k) for k in self.state_shapes) or "none"
+                raise KeyError(f"layout.of({name!r}): no such state; this bucket keeps {kept}")
+            return self.state_shapes[name][first:end]
+
+        return shapes_of
 
     # -- the binding check --------------------------------------------------------------
 
@@ -371,7 +384,8 @@ class FlatBuffer:
         """The flat state tensor of ``spec``, created (filled with its init) on first use."""
         if spec.name not in self.state:
             shapes = [spec.shape_for(shape) for shape in self.shapes]
-            offsets = [0, *itertools.accumulate(shape.numel() for shape in shapes)]
+            sizes = (0 if shape is None else shape.numel() for shape in shapes)
+            offsets = [0, *itertools.accumulate(sizes)]
             self.state_shapes[spec.name] = shapes
             self.state_offsets[spec.name] = offsets
             self.state[spec.name] = torch.full(
@@ -382,8 +396,11 @@ class FlatBuffer:
             )
         return self.state[spec.name]
 
-    def state_slot(self, name: str, i: int) -> torch.Tensor:
-        """Parameter ``i``'s part of the flat state ``name``, in its declared shape."""
+    def state_slot(self, name: str, i: int) -> torch.Tensor | None:
+        """Parameter ``i``'s part of the flat state ``name``, in its declared shape
+        (``None`` if the parameter does not keep that state: ``State(when=...)``)."""
+        if self.state_shapes[name][i] is None:
+            return None
         offsets = self.state_offsets[name]
         return self.state[name][offsets[i] : offsets[i + 1]].view(self.state_shapes[name][i])
 
@@ -439,7 +456,13 @@ class FlatBuffer:
             entry = entries[self.params[i]]
             if with_step:
                 entry["step"] = self.steps[i]
-            entry.update({spec.name: self.state_entry(spec, i) for spec in specs})
+            entry.update(
+                {spec.name: self.state_entry(spec, i) for spec in specs if self.keeps(spec, i)}
+            )
+
+    def keeps(self, spec: State, i: int) -> bool:
+        """Whether parameter ``i`` keeps the state ``spec`` (see ``State(when=...)``)."""
+        return self.state_shapes[spec.name][i] is not None
 
     def state_entry(self, spec: State, i: int) -> torch.Tensor:
         """What ``optimizer.state[p][spec.name]`` shows: a view of the flat state."""
@@ -477,6 +500,8 @@ class FlatBuffer:
                 continue
             for name, spec in declared.items():
                 self.state_buffer(spec)
+                if not self.keeps(spec, i):
+                    continue
                 view = self.state_slot(name, i)
                 if name not in tensors:
                     if edited:

@@ -12,12 +12,23 @@ Per-tensor reductions (:meth:`Layout.sum`, :meth:`Layout.norm`) run ``index_add_
 segment ids: the same few kernels for 3 parameters or 3,000. :meth:`Layout.by_shape`
 gives same-shaped parameters as one batched tensor (for ``torch.bmm``), a view into the
 flat buffer: the bucket stores same-shaped parameters next to each other.
+
+State of another shape than the parameters (per-row statistics, Adafactor's factored
+second moments, a state that only matrices keep) has a layout of its own,
+``layout.of("row_var")``, with the same methods: its ``by_shape`` and ``batch`` group by
+the *parameters'* shapes, so the batches of a state line up with those of ``grad``::
+
+    rows = layout.of("row_var")
+    for shape, indices, g in layout.by_shape(grad):       # g: (k, *shape)
+        if len(shape) > 1:
+            r = rows.batch(state["row_var"], indices)     # (k, *shape[:-1], 1)
+            r.lerp_(g.square().mean(dim=-1, keepdim=True), 0.1)
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -30,7 +41,9 @@ class Layout:
     params:
         The parameters, in buffer order.
     shapes:
-        Their shapes.
+        The shapes of what the slice holds for each parameter: the parameters' shapes,
+        or, in the layout of a state (:meth:`of`), the state's shapes, ``None`` for
+        parameters that do not keep it.
     offsets:
         ``offsets[i]:offsets[i + 1]`` is parameter ``i``'s part of the slice;
         ``offsets[-1]`` is the slice's length.
@@ -41,14 +54,33 @@ class Layout:
         params: Sequence[torch.Tensor],
         offsets: Sequence[int],
         device: torch.device,
-        shapes: Sequence[torch.Size] | None = None,
+        shapes: Sequence[torch.Size | None] | None = None,
+        *,
+        param_shapes: Sequence[torch.Size] | None = None,
+        states: Callable[[str], Sequence[torch.Size | None]] | None = None,
     ) -> None:
         self.params = tuple(params)
         self.shapes = tuple(p.shape for p in params) if shapes is None else tuple(shapes)
+        self.param_shapes = self.shapes if param_shapes is None else tuple(param_shapes)
         self.offsets = tuple(offsets)
         self.device = device
+        self._states = states
         self._segment_ids: torch.Tensor | None = None
         self._sizes: torch.Tensor | None = None
+
+    def of(self, name: str) -> Layout:
+        """The layout of the state ``name`` over the same parameters (see the module's doc).
+
+        Its ``shapes`` are the state's shapes (``None`` where a parameter does not keep
+        it); ``views``, ``by_shape``, ``batch`` and the reductions work on that state's
+        flat slice, ``state[name]``.
+        """
+        if self._states is None:
+            raise KeyError(f"layout.of({name!r}): this layout has no state layouts")
+        shapes = list(self._states(name))
+        sizes = (0 if shape is None else shape.numel() for shape in shapes)
+        offsets = [0, *itertools.accumulate(sizes)]
+        return Layout(self.params, offsets, self.device, shapes, param_shapes=self.param_shapes)
 
     def __len__(self) -> int:
         return len(self.params)
@@ -60,7 +92,10 @@ class Layout:
 
     @property
     def sizes(self) -> torch.Tensor:
-        """The number of elements of each parameter, as a tensor on the device."""
+        """The number of elements of each parameter, as an ``int64`` tensor on the device.
+
+        For arithmetic in the slice's dtype, cast it (``layout.sizes.to(flat.dtype)``),
+        as :meth:`mean` and :meth:`rms` do: ``sizes.sqrt()`` alone is float32."""
         if self._sizes is None:
             sizes = [b - a for a, b in itertools.pairwise(self.offsets)]
             self._sizes = torch.tensor(sizes, device=self.device)
@@ -76,12 +111,13 @@ class Layout:
 
     def views(
         self, flat: torch.Tensor, shapes: Sequence[Sequence[int]] | None = None
-    ) -> list[torch.Tensor]:
+    ) -> list[torch.Tensor | None]:
         """Per-parameter views of a flat tensor: in the parameters' shapes, or in ``shapes``.
 
         ``flat`` may be the slice of ``param``, ``grad`` or any state shaped like them; a
         state with one number per parameter (``State(..., shape=())``) gives 0-d views.
-        Writing to a view writes to ``flat``.
+        Writing to a view writes to ``flat``. In a state's layout (:meth:`of`), a
+        parameter that keeps no such state gets ``None``.
         """
         if shapes is None:
             if flat.numel() == self.numel:
@@ -92,11 +128,15 @@ class Layout:
                 raise ValueError(
                     f"a flat tensor of {flat.numel()} elements is neither shaped like these "
                     f"{len(self)} parameters ({self.numel} elements) nor one number per "
-                    "parameter; pass shapes=[...]"
+                    "parameter; for a state of another shape use layout.of(name).views(...), "
+                    "or pass shapes=[...]"
                 )
-        sizes = [torch.Size(shape).numel() for shape in shapes]
+        sizes = [0 if shape is None else torch.Size(shape).numel() for shape in shapes]
         pieces = flat.split(sizes)
-        return [piece.view(shape) for piece, shape in zip(pieces, shapes, strict=True)]
+        return [
+            None if shape is None else piece.view(shape)
+            for piece, shape in zip(pieces, shapes, strict=True)
+        ]
 
     def sum(self, flat: torch.Tensor) -> torch.Tensor:
         """Per-parameter sums of a flat tensor: shape ``(len(layout),)``, one ``index_add_``."""
@@ -124,19 +164,42 @@ class Layout:
 
         ``tensor`` has shape ``(len(indices), *shape)`` and is a view of ``flat`` (no
         copy): writing to it updates those parameters. ``indices`` are positions in
-        :attr:`params`.
+        :attr:`params`. In a state's layout (:meth:`of`) the batches follow the
+        parameters' shapes, ``shape`` is the state's, and parameters that keep no such
+        state are left out.
         """
-        if flat.numel() != self.numel:
-            raise ValueError(
-                f"by_shape takes a flat tensor shaped like these parameters ({self.numel} "
-                f"elements), got {flat.numel()}: for state of other shapes use "
-                "layout.views(flat, shapes=[...])"
-            )
+        self._check_flat(flat, "by_shape")
         batches = []
         first = 0
-        for shape, group in itertools.groupby(self.shapes):
-            end = first + sum(1 for _ in group)
-            start, stop = self.offsets[first], self.offsets[end]
-            batches.append((shape, range(first, end), flat[start:stop].view(end - first, *shape)))
+        while first < len(self):
+            end = first + 1
+            while end < len(self) and self.param_shapes[end] == self.param_shapes[first]:
+                end += 1
+            if self.shapes[first] is not None:
+                indices = range(first, end)
+                batches.append((self.shapes[first], indices, self.batch(flat, indices)))
             first = end
         return batches
+
+    def batch(self, flat: torch.Tensor, indices: range) -> torch.Tensor:
+        """The parameters ``indices`` (consecutive, of one shape) as one batched view of
+        ``flat``, of shape ``(len(indices), *shape)``: how a state's batch is found for
+        the indices that ``layout.by_shape(grad)`` gave."""
+        self._check_flat(flat, "batch")
+        shape = self.shapes[indices.start]
+        same = all(self.param_shapes[i] == self.param_shapes[indices.start] for i in indices)
+        if shape is None or indices.step != 1 or not same:
+            raise ValueError(
+                f"batch takes consecutive parameters of one shape that keep this state, got "
+                f"indices {indices}: pass the indices that layout.by_shape(grad) returns"
+            )
+        start, stop = self.offsets[indices.start], self.offsets[indices.stop]
+        return flat[start:stop].view(len(indices), *shape)
+
+    def _check_flat(self, flat: torch.Tensor, method: str) -> None:
+        if flat.numel() != self.numel:
+            raise ValueError(
+                f"{method} takes a flat tensor of the {self.numel} elements this layout "
+                f"describes, got {flat.numel()}: for a state of another shape than the "
+                f"parameters use layout.of(name).{method}(state[name])"
+            )

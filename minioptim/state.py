@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 Shape = Sequence[int] | Callable[[torch.Size], Sequence[int]] | None
+Condition = Callable[[torch.Size], bool] | None
 
 
 @dataclass(frozen=True)
@@ -35,16 +36,27 @@ class State:
         e.g. ``()`` for one number per parameter (then the update sees a 1-d tensor with
         one entry per parameter, in the order of ``layout.params``). Or a function of the
         parameter's shape, e.g. ``lambda shape: shape[:1]`` for per-row statistics.
+    when:
+        ``None`` (default): every parameter keeps this state. A function of the
+        parameter's shape: only parameters for which it is true keep it; the others have
+        no such entry in ``state_dict()`` and take no room in the flat state. Adafactor
+        keeps factored row and column statistics for matrices and a full ``variance``
+        for the others: ``State("variance", when=lambda shape: len(shape) < 2)``.
+        In the update, ``layout.of(name)`` describes the slice of such a state.
 
     Examples
     --------
     >>> State("sum", init=0.1)
-    State(name='sum', init=0.1, shape=None)
+    State(name='sum', init=0.1, shape=None, when=None)
+    >>> rows = State("row_var", shape=lambda s: (*s[:-1], 1), when=lambda s: len(s) > 1)
+    >>> rows.shape_for(torch.Size([4, 3])), rows.shape_for(torch.Size([3]))
+    (torch.Size([4, 1]), None)
     """
 
     name: str
     init: float | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = 0.0
     shape: Shape = None
+    when: Condition = None
 
     def fill(self, piece: torch.Tensor, param: torch.Tensor, grad: torch.Tensor) -> None:
         """Set ``piece`` (this state's flat slice for some parameters) to its initial value;
@@ -62,8 +74,11 @@ class State:
             )
         piece.copy_(value.reshape(piece.shape))
 
-    def shape_for(self, param_shape: torch.Size) -> torch.Size:
-        """The shape of this state for a parameter of shape ``param_shape``."""
+    def shape_for(self, param_shape: torch.Size) -> torch.Size | None:
+        """The shape of this state for a parameter of shape ``param_shape``, or ``None``
+        if such a parameter does not keep it (see ``when``)."""
+        if self.when is not None and not self.when(param_shape):
+            return None
         if self.shape is None:
             return param_shape
         if callable(self.shape):

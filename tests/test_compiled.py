@@ -80,6 +80,37 @@ def test_a_schedule_changing_lr_every_step_does_not_recompile():
     assert counters["stats"]["unique_graphs"] == compiled_graphs
 
 
+class SubtractingMomentum(minioptim.FusedOptimizer):
+    """A rule written with ``sub_(..., alpha=group["lr"])``, as students write it."""
+
+    def __init__(self, params, lr=0.1, **kwargs):
+        super().__init__(params, dict(lr=lr), **kwargs)
+
+    def state_names(self, group):
+        return ("velocity",)
+
+    def update(self, group, param, grad, state, step):
+        state["velocity"].mul_(0.9).add_(grad)
+        param.sub_(state["velocity"], alpha=group["lr"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sub_with_a_scheduled_lr_uses_each_steps_lr(dtype):
+    """Inductor would compile ``sub_(x, alpha=lr)`` with the first step's lr for every
+    step (see minioptim.compiled): the compiled trajectory must equal the eager one."""
+    results = []
+    for impl in ("compiled", "reference"):
+        params = [torch.ones(6, dtype=dtype, requires_grad=True)]
+        optimizer = SubtractingMomentum(params, lr=0.1, impl=impl)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 0.5**epoch)
+        for step in range(5):
+            params[0].grad = torch.full((6,), float(step + 1), dtype=dtype)
+            optimizer.step()
+            schedule.step()
+        results.append(params[0].detach())
+    torch.testing.assert_close(results[0], results[1], **TOLERANCES["fast", dtype])
+
+
 class Thresholded(minioptim.FusedOptimizer):
     """A rule with a data-dependent branch on a tensor's value: not compilable whole."""
 

@@ -63,3 +63,19 @@ def test_every_complete_readme_example_runs():
     assert len(complete) >= 3
     for index in complete:
         run_block(ROOT / "README.md", index)
+
+
+def test_api_page_rule_built_from_the_public_kernels_keeps_the_fast_path_and_matches_torch():
+    ns = run_block(ROOT / "book" / "api.md", 1)
+    optimizer = ns["StableAdamW"]([torch.zeros(3, requires_grad=True)])
+    assert optimizer.impl == "fast"
+    assert_same_trajectory(
+        lambda ps: ns["StableAdamW"](ps, lr=0.01),
+        lambda ps: torch.optim.AdamW(
+            ps, lr=0.01, betas=(0.9, 0.95), eps=1e-6, weight_decay=0.1, foreach=False
+        ),
+        make_tensors(torch.float64),
+        steps=15,
+        rtol=1e-12,
+        atol=1e-14,
+    )
