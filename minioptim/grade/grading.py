@@ -85,7 +85,8 @@ def _classes(namespace: Any, classes: dict[str, type], names: list[str]) -> dict
 def grade(assignment: str, namespace: Any = None, /, **classes: type) -> None:
     """Grade your classes for ``assignment``: print the report; raise if a check fails.
 
-    >>> grade("assignment2", RMSprop=RMSprop, Adagrad=Adagrad)
+    Called with your classes, e.g. ``grade("assignment2", RMSprop=RMSprop,
+    Adagrad=Adagrad)`` in the assignment's notebook.
 
     After the report, raises :class:`GradingFailed` (a one-line ``AssertionError``, with
     the :class:`Report` as its ``report``) if any check failed. :func:`run` returns the
@@ -114,7 +115,8 @@ def compare(optimizer: Callable, reference: Callable, *, steps: int = 5, **hyper
     parameters, of the parameters or of one state entry; ``*`` marks a difference
     beyond the grader's tolerance and ``missing`` an entry only one of them keeps.
 
-    >>> compare(MomentumSGD, torch.optim.SGD, lr=0.1, momentum=0.9)  # doctest: +SKIP
+    For example ``compare(MomentumSGD, torch.optim.SGD, lr=0.1, momentum=0.9)`` with your
+    ``MomentumSGD``.
     """
     try:
         with _one_thread():
