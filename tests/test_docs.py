@@ -67,12 +67,12 @@ def test_every_complete_readme_example_runs():
 
 def test_api_page_rule_built_from_the_public_kernels_keeps_the_fast_path_and_matches_torch():
     ns = run_block(ROOT / "book" / "api.md", 1)
-    optimizer = ns["StableAdamW"]([torch.zeros(3, requires_grad=True)])
+    optimizer = ns["LanguageModelAdamW"]([torch.zeros(3, requires_grad=True)])
     assert optimizer.impl == "fast"
     assert_same_trajectory(
-        lambda ps: ns["StableAdamW"](ps, lr=0.01),
+        lambda ps: ns["LanguageModelAdamW"](ps, lr=0.01),
         lambda ps: torch.optim.AdamW(
-            ps, lr=0.01, betas=(0.9, 0.95), eps=1e-6, weight_decay=0.1, foreach=False
+            ps, lr=0.01, betas=(0.9, 0.95), weight_decay=0.1, foreach=False
         ),
         make_tensors(torch.float64),
         steps=15,
