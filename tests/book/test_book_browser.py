@@ -52,7 +52,6 @@ IGNORED_PATHS = {"/favicon.ico"}
 # hide columns behind a sideways scroll. Fix the table, then delete its entry (the test
 # fails while an entry is out of date).
 KNOWN_WIDE_TABLES = {
-    "book/03_pytorch_autograd.html": ["JAX"],
     "book/05_fused_optimizers.html": ["update"],
 }
 
