@@ -66,6 +66,7 @@ class Muon(FusedOptimizer):
     """
 
     step_in_state = False  # torch.optim.Muon keeps only 'momentum_buffer'
+    handles_shards = True  # under FSDP2: minioptim.sharded_muon
     rule = Rule(muon_, fast=fused_muon_)
     # The fast path runs the reference's operations, batched: right for every dtype.
     fast_dtypes = FLOAT_DTYPES
