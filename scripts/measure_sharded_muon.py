@@ -76,8 +76,12 @@ def _worker(rank: int, world_size: int, steps: int, out: Path) -> None:
 def measure(world_size: int, steps: int) -> float:
     """The median step time in seconds (the slowest rank's)."""
     if world_size == 1:
+        threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        return statistics.median(step_times(make_model(), steps))
+        try:
+            return statistics.median(step_times(make_model(), steps))
+        finally:
+            torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "time.pt"
         mp.spawn(_worker, args=(world_size, steps, out), nprocs=world_size)

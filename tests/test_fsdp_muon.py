@@ -364,3 +364,10 @@ def test_other_layout_rules_refuse_shards(ranks):
     for results in results_of(ranks, "refusals"):
         assert "needs whole tensors" in results["error"]
         assert "handles shards (Muon)" in results["error"]
+
+
+def test_measure_script_runs():
+    """scripts/measure_sharded_muon.py (numbers in the README and lecture 8) keeps working."""
+    from scripts.measure_sharded_muon import measure
+
+    assert all(measure(world_size, steps=1) > 0 for world_size in (1, 2))
