@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -128,47 +129,49 @@ def orthogonalized(
     _check_sharding(layout)
     mesh = layout.params[0].device_mesh
     group, world, rank = mesh.get_group(), mesh.size(), mesh.get_local_rank()
+    everyone = range(world)
     shapes = tuple(p.shape for p in layout.params)
     owner = owners(shapes, world)
+    owned_by = [[i for i in range(len(shapes)) if owner[i] == r] for r in everyone]
+    mine = owned_by[rank]
     rows = [row_counts(shape[0], world) for shape in shapes]
-    pieces = [u.to(WIRE_DTYPE) for u in layout.views(direction)]
+    first_row = [list(itertools.accumulate(counts, initial=0)) for counts in rows]
+    pieces = layout.views(direction)
 
     # gather: to each owner, this process's rows of its matrices
-    mine = [i for i in range(len(shapes)) if owner[i] == rank]
     received = _all_to_all(
-        [[pieces[i] for i in range(len(shapes)) if owner[i] == dest] for dest in range(world)],
-        [[rows[i][source] * shapes[i][1] for i in mine] for source in range(world)],
+        [[pieces[i] for i in owned_by[dest]] for dest in everyone],
+        [[rows[i][source] * shapes[i][1] for i in mine] for source in everyone],
         group,
         param.device,
     )
-    whole = {i: torch.cat([received[source][k] for source in range(world)]).view(shapes[i])
-             for k, i in enumerate(mine)}  # fmt: skip
+    whole = {
+        i: torch.cat([received[source][k] for source in everyone]).view(shapes[i])
+        for k, i in enumerate(mine)
+    }
 
     # orthogonalize: each owned matrix once; same-shaped ones as one batch if batched
-    result = {}
-    batches = _same_shape_runs(mine, shapes) if batched else [[i] for i in mine]
-    for batch in batches:
-        stacked = torch.stack([whole[i] for i in batch]) if batched else whole[batch[0]]
-        out = orthogonalize(stacked)
-        result.update(zip(batch, out.unbind() if batched else [out], strict=True))
+    if batched:
+        result = {}
+        for batch in _same_shape_runs(mine, shapes):
+            out = orthogonalize(torch.stack([whole[i] for i in batch]))
+            result.update(zip(batch, out.unbind(), strict=True))
+    else:
+        result = {i: orthogonalize(whole[i]) for i in mine}
 
     # scatter: to each process, its rows of the results this process owns
-    starts = [[sum(counts[:r]) for r in range(world)] for counts in rows]
     back = _all_to_all(
         [
-            [result[i][starts[i][dest] : starts[i][dest] + rows[i][dest]] for i in mine]
-            for dest in range(world)
-        ],  # fmt: skip
-        [
-            [pieces[i].numel() for i in range(len(shapes)) if owner[i] == source]
-            for source in range(world)
-        ],  # fmt: skip
+            [result[i][first_row[i][dest] : first_row[i][dest + 1]] for i in mine]
+            for dest in everyone
+        ],
+        [[pieces[i].numel() for i in owned_by[source]] for source in everyone],
         group,
         param.device,
     )
-    orthogonal = [iter(from_owner) for from_owner in back]
+    from_owner = [iter(results) for results in back]
     for i, p in enumerate(layout.views(param)):
-        yield shapes[i], p, next(orthogonal[owner[i]]).view(p.shape)
+        yield shapes[i], p, next(from_owner[owner[i]]).view(p.shape)
 
 
 def _same_shape_runs(indices: list[int], shapes: Sequence[torch.Size]) -> list[list[int]]:
