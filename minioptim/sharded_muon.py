@@ -100,14 +100,14 @@ def _check_sharding(layout: ShardedLayout) -> None:
         if p.device_mesh != mesh or mesh.ndim != 1 or placements != (Shard(0),):
             raise ValueError(
                 f"Muon under FSDP2 needs every matrix sharded by rows over one mesh "
-                f"(fully_shard's default placement, Shard(0)); params[{i}] of shape "
+                f"(fully_shard's default placement, Shard(0)); a matrix of shape "
                 f"{tuple(p.shape)} has placements {placements} on a {mesh.ndim}-d mesh. "
                 "Call fully_shard without shard_placement_fn, on a 1-d mesh"
             )
         rows = row_counts(p.shape[0], mesh.size())[mesh.get_local_rank()]
         if layout.shapes[i] != (rows, p.shape[1]):
             raise ValueError(
-                f"params[{i}] of shape {tuple(p.shape)}: this process holds a shard of "
+                f"A matrix of shape {tuple(p.shape)}: this process holds a shard of "
                 f"shape {tuple(layout.shapes[i])}, but Shard(0) over {mesh.size()} "
                 f"processes gives it {rows} rows. Muon expects FSDP2's torch.chunk split"
             )

@@ -210,7 +210,11 @@ def checkpoints(rank: int, out_dir: Path) -> dict:
 
 
 def refusals(rank: int, out_dir: Path) -> dict:
-    """A rule that reads whole tensors from its layout and does not handle shards refuses."""
+    """What refuses shards, with the error it raises (or "no error"): a rule that reads
+    whole tensors from its layout and does not handle shards, and Muon on matrices
+    that FSDP2 was told to shard by columns."""
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard
 
     class PerTensorNormalized(minioptim.FusedOptimizer):
         def __init__(self, params):
@@ -220,14 +224,22 @@ def refusals(rank: int, out_dir: Path) -> dict:
             norms = layout.expand(layout.norm(grad))  # of a shard, under FSDP2
             param.add_(grad / norms, alpha=-group["lr"])
 
-    model = shard(make_model())
-    optimizer = PerTensorNormalized(model.parameters())
-    model(batch(0)).sum().backward()
-    try:
-        optimizer.step()
-        return {"error": "no error"}
-    except RuntimeError as error:
-        return {"error": str(error)}
+    # FSDP2 shards columns only evenly: 8 columns over 2 or 4 processes
+    by_columns = fully_shard(nn.Linear(8, 4, bias=False), shard_placement_fn=lambda p: Shard(1))
+    cases = {
+        "layout rule": (PerTensorNormalized, shard(make_model()), batch(0)),
+        "Muon by columns": (minioptim.Muon, by_columns, torch.ones(2, 8)),
+    }
+    errors = {}
+    for name, (make, model, x) in cases.items():
+        optimizer = make(model.parameters())
+        model(x.to(next(model.parameters()).dtype)).sum().backward()
+        try:
+            optimizer.step()
+            errors[name] = "no error"
+        except (RuntimeError, ValueError) as error:
+            errors[name] = str(error)
+    return errors
 
 
 CASES = {
@@ -360,10 +372,12 @@ def test_a_single_process_checkpoint_resumes_sharded(ranks):
         assert_trajectories_equal(resumed, results["single uninterrupted"], EXACT)
 
 
-def test_other_layout_rules_refuse_shards(ranks):
+def test_other_layout_rules_and_column_shards_are_refused(ranks):
     for results in results_of(ranks, "refusals"):
-        assert "needs whole tensors" in results["error"]
-        assert "handles shards (Muon)" in results["error"]
+        assert "needs whole tensors" in results["layout rule"]
+        assert "handles shards (Muon)" in results["layout rule"]
+        assert "sharded by rows" in results["Muon by columns"]
+        assert "Shard(dim=1)" in results["Muon by columns"]
 
 
 def test_measure_script_runs():
