@@ -101,7 +101,7 @@ def _check_sharding(layout: ShardedLayout) -> None:
             raise ValueError(
                 f"Muon under FSDP2 needs every matrix sharded by rows over one mesh "
                 f"(fully_shard's default placement, Shard(0)); a matrix of shape "
-                f"{tuple(p.shape)} has placements {placements} on a {mesh.ndim}-d mesh. "
+                f"{tuple(p.shape)} has placements {placements} on a {p.device_mesh.ndim}-d mesh. "
                 "Call fully_shard without shard_placement_fn, on a 1-d mesh"
             )
         rows = row_counts(p.shape[0], mesh.size())[mesh.get_local_rank()]
