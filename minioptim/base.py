@@ -117,6 +117,12 @@ class FusedOptimizer(torch.optim.Optimizer):
     #: unchanged on some steps (say, it only accumulates statistics) sets this to True.
     allow_unchanged_params: bool = False
 
+    #: Under FSDP2 an update that takes a ``layout`` gets a
+    #: :class:`~minioptim.sharded.ShardedLayout` of this process's shards. Only a rule
+    #: written for that (Muon: :mod:`minioptim.sharded_muon`) sets this to True; the
+    #: others refuse sharded parameters rather than compute on a shard as if it were whole.
+    handles_shards: bool = False
+
     def __init__(
         self,
         params: Params,
@@ -415,12 +421,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         slices = StateSlices(state, type(self).__name__)
         extra = {}
         if self._needs_layout(method):
-            if bucket.sharded:
+            if bucket.sharded and not self.handles_shards:
                 raise RuntimeError(
                     f"{type(self).__name__}'s update needs whole tensors (it takes a layout), "
                     "but under FSDP2 this process holds only shards of them. Optimize these "
                     "parameters without fully_shard, or with an optimizer that works "
-                    "element-wise (SGD, Adam, AdamW, SignSGD, Lion)."
+                    "element-wise (SGD, Adam, AdamW, SignSGD, Lion) or handles shards (Muon)."
                 )
             extra["layout"] = bucket.layout(run.first, run.end)
         version, grad_version = param._version, grad._version

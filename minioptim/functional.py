@@ -10,11 +10,14 @@ The *fast* path (``fused_*``) computes the same rule with fewer passes over memo
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
+from . import sharded_muon
 from .layout import Layout
+from .sharded import ShardedLayout
 
 #: Elements per block in the blocked fast paths: big enough to amortise Python overhead,
 #: small enough that a block's temporaries stay in the CPU's cache (1 MiB of float32).
@@ -294,9 +297,11 @@ def muon_(
     ``layout`` (the readable reference; :func:`fused_muon_` batches same-shaped matrices).
     """
     direction = _muon_momentum_(param, grad, momentum_buffer, lr, weight_decay, momentum, nesterov)
-    for p, u in zip(layout.views(param), layout.views(direction), strict=True):
-        orthogonal = newton_schulz(u, ns_coefficients, ns_steps, eps)
-        p.add_(orthogonal, alpha=-muon_lr(lr, adjust_lr_fn, p.shape))
+    orthogonalize = functools.partial(
+        newton_schulz, coefficients=ns_coefficients, steps=ns_steps, eps=eps
+    )
+    for shape, p, orthogonal in _orthogonalized(param, direction, layout, orthogonalize, False):
+        p.add_(orthogonal, alpha=-muon_lr(lr, adjust_lr_fn, shape))
 
 
 def _muon_momentum_(param, grad, momentum_buffer, lr, weight_decay, momentum, nesterov):
@@ -306,6 +311,25 @@ def _muon_momentum_(param, grad, momentum_buffer, lr, weight_decay, momentum, ne
     if weight_decay != 0:
         param.mul_(1 - lr * weight_decay)
     return direction
+
+
+def _orthogonalized(param, direction, layout, orthogonalize, batched):
+    """``(shape, p, NS(U))`` for each matrix of the slice, or each same-shaped batch.
+
+    Under FSDP2 (a :class:`~minioptim.sharded.ShardedLayout`) ``p`` and ``NS(U)`` are
+    this process's rows, and each matrix is orthogonalized once, on one process
+    (:func:`minioptim.sharded_muon.orthogonalized`).
+    """
+    if isinstance(layout, ShardedLayout):
+        yield from sharded_muon.orthogonalized(param, direction, layout, orthogonalize, batched)
+    elif batched:
+        for (shape, _, p), (_, _, u) in zip(
+            layout.by_shape(param), layout.by_shape(direction), strict=True
+        ):
+            yield shape, p, orthogonalize(u)
+    else:
+        for p, u in zip(layout.views(param), layout.views(direction), strict=True):
+            yield p.shape, p, orthogonalize(u)
 
 
 # -- fast paths -------------------------------------------------------------------------------
@@ -427,7 +451,11 @@ def fused_muon_(
     lr = hyper["lr"]
     element_wise = (hyper[k] for k in ("weight_decay", "momentum", "nesterov"))
     direction = _muon_momentum_(param, grad, momentum_buffer, lr, *element_wise)
-    batches = zip(layout.by_shape(param), layout.by_shape(direction), strict=True)
-    for (shape, _, p), (_, _, u) in batches:
-        orthogonal = newton_schulz(u, hyper["ns_coefficients"], hyper["ns_steps"], hyper["eps"])
+    orthogonalize = functools.partial(
+        newton_schulz,
+        coefficients=hyper["ns_coefficients"],
+        steps=hyper["ns_steps"],
+        eps=hyper["eps"],
+    )
+    for shape, p, orthogonal in _orthogonalized(param, direction, layout, orthogonalize, True):
         p.add_(orthogonal, alpha=-muon_lr(lr, hyper["adjust_lr_fn"], shape))

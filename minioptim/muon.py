@@ -35,6 +35,10 @@ class Muon(FusedOptimizer):
         adamw = minioptim.AdamW(others, lr=3e-4)
         # each step: loss.backward(); muon.step(); adamw.step()
 
+    Under FSDP2 (``fully_shard``) nothing changes for the user: each step every matrix
+    is gathered to one owner process, orthogonalized there once and scattered back
+    (:mod:`minioptim.sharded_muon`), which gives the numbers of one process.
+
     The fast path (default) orthogonalizes all matrices of one shape with one batched
     chain of ``baddbmm`` calls: the buffer stores same-shaped matrices next to each other,
     so they are one ``(k, A, B)`` view (:meth:`minioptim.Layout.by_shape`). It agrees with
@@ -66,6 +70,7 @@ class Muon(FusedOptimizer):
     """
 
     step_in_state = False  # torch.optim.Muon keeps only 'momentum_buffer'
+    handles_shards = True  # under FSDP2: minioptim.sharded_muon
     rule = Rule(muon_, fast=fused_muon_)
     # The fast path runs the reference's operations, batched: right for every dtype.
     fast_dtypes = FLOAT_DTYPES

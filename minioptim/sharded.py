@@ -15,8 +15,12 @@ values and gradients per step (12 bytes per float32 parameter, against Adam's 28
 ``optimizer.state[p]`` shows the state as DTensors with the parameter's mesh and
 placements, so distributed checkpoints see the same state as torch.optim's.
 
-Rules that need whole tensors (a ``layout`` argument: Muon, LAMB's trust ratios) would
-see only this process's shards, so they refuse to run on a sharded bucket.
+A rule that takes a ``layout`` gets a :class:`ShardedLayout`: the shapes of this
+process's shards, and ``params``, the DTensors that know the global shapes and the mesh.
+A per-parameter reduction over it (LAMB's trust ratios) would see only a shard, so such
+rules refuse sharded buckets, unless the optimizer declares that it handles shards
+(``FusedOptimizer.handles_shards``), as Muon does: :mod:`minioptim.sharded_muon`
+gathers each matrix to one process for its orthogonalization.
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from __future__ import annotations
 import torch
 
 from .flat import DTensor, FlatBuffer, Run, local
+from .layout import Layout
 from .state import State
+
+
+class ShardedLayout(Layout):
+    """The :class:`~minioptim.Layout` of a sharded slice: ``shapes`` are this process's
+    shards; ``params`` are FSDP2's DTensors (global ``shape``, ``device_mesh``,
+    ``placements``)."""
 
 
 class ShardedBuffer(FlatBuffer):
@@ -43,6 +54,14 @@ class ShardedBuffer(FlatBuffer):
     @staticmethod
     def shards(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         return [local(t).detach() for t in tensors]
+
+    def layout(self, first: int = 0, end: int | None = None) -> ShardedLayout:
+        """The :class:`ShardedLayout` of parameters ``first .. end - 1`` (cached)."""
+        plain = super().layout(first, end)
+        if not isinstance(plain, ShardedLayout):
+            plain = ShardedLayout(plain.params, plain.offsets, plain.device, plain.shapes)
+            self._layouts[first, len(self) if end is None else end] = plain
+        return plain
 
     def check_bindings(self, owner: str) -> list[bool]:
         """Copy the shards of the values and gradients in; skip parameters without one."""

@@ -246,7 +246,7 @@ MUTANTS = [
     ),
     M(
         "functional.py",
-        "p.add_(orthogonal, alpha=-muon_lr(lr, adjust_lr_fn, p.shape))",
+        "p.add_(orthogonal, alpha=-muon_lr(lr, adjust_lr_fn, shape))",
         "p.add_(orthogonal, alpha=-lr)",
         "muon_: per-shape learning rate forgotten",
     ),
@@ -258,17 +258,16 @@ MUTANTS = [
     ),
     M(
         "functional.py",
-        "zip(layout.by_shape(param), layout.by_shape(direction), strict=True)",
-        "zip(layout.by_shape(param), layout.by_shape(momentum_buffer), strict=True)",
+        "_orthogonalized(param, direction, layout, orthogonalize, True)",
+        "_orthogonalized(param, momentum_buffer, layout, orthogonalize, True)",
         "fused_muon_: orthogonalizes the momentum, ignoring Nesterov",
     ),
     M(
         "functional.py",
         'p.add_(orthogonal, alpha=-muon_lr(lr, hyper["adjust_lr_fn"], shape))',
         'p.add_(orthogonal, alpha=-muon_lr(lr, hyper["adjust_lr_fn"], p.shape))',
-        "fused_muon_: per-shape lr from the batch's shape (k, A, B)",
-        equivalent="muon_lr reads only shape[-2:], and the batch (k, A, B) ends in the "
-        "matrices' (A, B): the same number for every k",
+        "fused_muon_: per-shape lr from p's shape: in one process the batch's (k, A, B),"
+        " which ends in (A, B), the same number; under FSDP2 this process's rows (issue 21)",
     ),
     # -- functional.py: the fast paths ------------------------------------------------------
     M(
@@ -1395,5 +1394,54 @@ MUTANTS = [
         "p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()",
         "p.device_mesh, p.placements, run_check=False, shape=view.shape, stride=view.stride()",
         "ShardedBuffer.state_entry: the shard's shape given as the global one (issue 23)",
+    ),
+    # -- issue 21: Muon under FSDP2 ---------------------------------------------------------
+    M(
+        "sharded_muon.py",
+        "        heapq.heappush(load, (work + newton_schulz_flops(shapes[i]), rank))",
+        "        heapq.heappush(load, (work, rank))",
+        "owners: the load is never counted, every matrix goes to rank 0 (issue 21)",
+    ),
+    M(
+        "sharded_muon.py",
+        "    chunk = -(-rows // world_size)",
+        "    chunk = rows // world_size",
+        "row_counts: rows per process rounded down, not up as torch.chunk (issue 21)",
+    ),
+    M(
+        "sharded_muon.py",
+        "torch.cat([received[source][k] for source in everyone])",
+        "torch.cat([received[source][k] for source in reversed(everyone)])",
+        "orthogonalized: the owner stacks the processes' rows in reverse order (issue 21)",
+    ),
+    M(
+        "sharded_muon.py",
+        "[result[i][first_row[i][dest] : first_row[i][dest + 1]] for i in mine]",
+        "[result[i][first_row[i][rank] : first_row[i][rank] + rows[i][dest]] for i in mine]",
+        "orthogonalized: every process gets the owner's rows of the result (issue 21)",
+    ),
+    M(
+        "sharded_muon.py",
+        "WIRE_DTYPE = torch.bfloat16",
+        "WIRE_DTYPE = torch.float16",
+        "matrices sent in float16, not Newton-Schulz's bfloat16 (issue 21)",
+    ),
+    M(
+        "sharded_muon.py",
+        "    _check_sharding(layout)\n",
+        "",
+        "orthogonalized: matrices sharded by columns not refused (issue 21)",
+    ),
+    M(
+        "functional.py",
+        "    if isinstance(layout, ShardedLayout):\n",
+        "    if False:\n",
+        "Muon: a sharded layout orthogonalizes each process's rows alone (issue 21)",
+    ),
+    M(
+        "base.py",
+        "            if bucket.sharded and not self.handles_shards:",
+        "            if False:",
+        "a layout rule that does not handle shards computes on them (issue 21)",
     ),
 ]

@@ -104,13 +104,20 @@ FIRST = {
     "_checks.py": ["test_validation.py"],
     "testing.py": ["test_testing.py"],
     "grade/": ["test_grade.py"],
-    "sharded.py": ["test_fsdp.py"],
+    "sharded.py": ["test_fsdp.py", "test_fsdp_muon.py"],
+    "sharded_muon.py": ["test_fsdp_muon.py"],
 }
 DEFAULT_FIRST = ["test_validation.py", "test_registry.py"]
 # Run after the others unless a mutant's FIRST names them: slow, and they kill the
 # mutants of their own files (the grader's tests take 20-40 s, most in checks that a
 # mutant of another file rarely changes).
-LAST = ["test_grade.py", "test_testing.py", "test_fsdp.py", "test_distributed_checkpoints.py"]
+LAST = [
+    "test_grade.py",
+    "test_testing.py",
+    "test_fsdp.py",
+    "test_fsdp_muon.py",
+    "test_distributed_checkpoints.py",
+]
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:nbval", "--hypothesis-seed=0"]
 # The heavy modules the tests import, loaded once per worker before it forks.
 PRELOAD = ["torch", "numpy", "pytest", "hypothesis", "jax", "optax", "torch.testing"]
