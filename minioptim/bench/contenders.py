@@ -1,8 +1,8 @@
 """Who races: one record per optimizer, and the contenders built from it.
 
-A contender is one implementation of an optimizer: minioptim's fast path (and its
-reference path), and torch's for-loop (``foreach=False``), ``foreach=True`` and
-``fused=True`` where torch has them. torch.optim has no SignSGD and no Lion; their torch
+A contender is one implementation of an optimizer: minioptim's default path (and its
+reference and compiled paths), and torch's for-loop (``foreach=False``), ``foreach=True``
+and ``fused=True`` where torch has them. torch.optim has no SignSGD and no Lion; their torch
 contenders are :mod:`minioptim.bench.baselines`, a for-loop and a ``_foreach`` version.
 """
 
@@ -60,22 +60,31 @@ class Optimizer:
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: TORCH)
     matrices: bool = False
 
-    def contenders(self, reference: bool = True, only: tuple[str, ...] = ()) -> list[Contender]:
-        """minioptim (fast path), its reference path, and the torch variants.
+    def contenders(
+        self, reference: bool = True, only: tuple[str, ...] = (), compiled: bool = False
+    ) -> list[Contender]:
+        """minioptim (``impl="auto"``), its reference path, and the torch variants.
 
-        ``only``: keep the torch variants whose label ends with one of these words.
+        ``compiled``: add minioptim's ``impl="compiled"`` where the step is memory-bound
+        (``arrays`` is known), the steps a generated kernel is for. ``only``: keep the
+        torch variants whose label ends with one of these words, or all of them where none
+        does (Muon's one implementation is a for-loop).
         """
         mine, hyper = self.minioptim, self.hyper
-        impls = {"minioptim": "fast", "minioptim reference": "reference"}
+        impls = {"minioptim": "auto", "minioptim reference": "reference"}
+        if not reference:
+            del impls["minioptim reference"]
+        if compiled and self.arrays is not None:
+            impls["minioptim compiled"] = "compiled"
         result = [
             Contender(label, lambda ps, impl=impl: mine(ps, impl=impl, **hyper), False)
             for label, impl in impls.items()
-            if reference or impl == "fast"
         ]
-        for label, flags in self.variants.items():
-            if not only or label.split()[-1] in only:
-                build = lambda ps, flags=flags: self.torch(ps, **hyper, **flags)  # noqa: E731
-                result.append(Contender(label, build, True))
+        kept = [label for label in self.variants if label.split()[-1] in only]
+        for label in kept or list(self.variants):
+            flags = self.variants[label]
+            build = lambda ps, flags=flags: self.torch(ps, **hyper, **flags)  # noqa: E731
+            result.append(Contender(label, build, True))
         return result
 
 
