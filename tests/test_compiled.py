@@ -107,3 +107,31 @@ def test_a_rule_that_cannot_be_compiled_runs_eagerly_after_one_warning():
         assert len(messages) == int(expect_warning), messages
         results.append(param.detach().clone())
     assert torch.equal(*results)
+
+
+def auto_adam_and_muon(monkeypatch, compiles_on):
+    """Which rules impl="auto" compiles when AUTO_COMPILED is ``compiles_on``."""
+    monkeypatch.setattr(minioptim.base, "AUTO_COMPILED", compiles_on)
+    seen = []
+    real = minioptim.base.compiled
+
+    def spy(function, method=False):
+        seen.append(function.__name__)
+        return real(function, method)
+
+    monkeypatch.setattr(minioptim.base, "compiled", spy)
+    for make in (minioptim.Adam, minioptim.Muon):
+        param = torch.randn(4, 3, requires_grad=True)
+        param.grad = torch.randn(4, 3)
+        make([param]).step()
+    return seen
+
+
+def test_auto_compiles_on_the_devices_listed_and_elsewhere_takes_the_fast_path(monkeypatch):
+    """The CPU is not listed (there the fused kernels were as fast), so nothing compiles;
+    listed (as CUDA is) with its package installed, Adam's rule compiles and Muon's,
+    which takes a layout, does not; listed with a package missing, nothing compiles."""
+    assert "cpu" not in minioptim.base.AUTO_COMPILED
+    assert auto_adam_and_muon(monkeypatch, minioptim.base.AUTO_COMPILED) == []
+    assert auto_adam_and_muon(monkeypatch, {"cpu": "torch"}) == ["adam_"]
+    assert auto_adam_and_muon(monkeypatch, {"cpu": "no_such_compiler_package"}) == []
