@@ -195,7 +195,14 @@ def plot(records: list[Record], path: str | Path | None = None):
 
 
 #: One colour per kind of contender, the same in every panel.
-COLORS = {"minioptim": "C0", "for-loop": "C1", "foreach": "C2", "fused": "C3", "reference": "C4"}
+COLORS = {
+    "minioptim": "C0",
+    "for-loop": "C1",
+    "foreach": "C2",
+    "fused": "C3",
+    "reference": "C4",
+    "compiled": "C5",
+}
 
 
 def _color(label: str) -> str:
