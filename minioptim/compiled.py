@@ -9,8 +9,10 @@ source stays the readable rule: nothing is written twice.
 Three things keep one compiled graph valid for every step and every optimizer:
 
 - the values that change from step to step, ``lr`` (a scheduler's) and ``step``, reach the
-  rule as 0-d tensors, so they are inputs of the graph, not constants baked into it
-  (a Python float would be specialized: one recompilation per learning rate);
+  rule as 0-d tensors on the parameters' device, so they are inputs of the graph, not
+  constants baked into it (a Python float would be specialized: one recompilation per
+  learning rate). Each is one tensor per rule and device, refilled at every call: on a
+  GPU ``fill_`` queues a kernel, so the step never waits for the device;
 - sizes are dynamic, so buckets and runs of other lengths share the graph;
 - what is compiled is the rule's function (``adam_``, a class's ``update``), never a
   bound method, so two optimizers of one class share their graphs (up to
@@ -39,13 +41,6 @@ ATTEMPTS = ("tensor", "int")
 RECOMPILE_LIMIT = 64
 
 
-def as_tensor(value: Any) -> Any:
-    """A Python number as a 0-d float64 tensor (a graph input); anything else as it is."""
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return torch.tensor(value, dtype=torch.float64)
-    return value
-
-
 class CompiledRule:
     """A rule function, called compiled while it compiles, eagerly after it failed.
 
@@ -59,13 +54,17 @@ class CompiledRule:
         self.method = method
         self.compiled = torch.compile(function, fullgraph=True, dynamic=True)
         self.attempts = list(ATTEMPTS)
+        self.scalars: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        device = (args[2] if self.method else args[0]).device  # the parameters'
         while self.attempts:
             how = self.attempts[0]
             try:
                 with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-                    return self.compiled(*self._args(args, how), **self._kwargs(kwargs, how))
+                    return self.compiled(
+                        *self._args(args, how, device), **self._kwargs(kwargs, how, device)
+                    )
             except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError) as error:
                 self.attempts.pop(0)  # a step-dependent branch, say: try the next way
                 reason = error
@@ -81,22 +80,33 @@ class CompiledRule:
                 )
         return self.function(*args, **kwargs)
 
-    def _args(self, args: tuple, how: str) -> tuple:
+    def scalar(self, name: str, value: Any, device: torch.device) -> Any:
+        """A Python number as this rule's 0-d float64 tensor ``name`` on ``device``, refilled
+        with ``value`` (a graph input); anything else (a tensor ``lr``) as it is."""
+        if not isinstance(value, float | int) or isinstance(value, bool):
+            return value
+        key = (name, device)
+        if key not in self.scalars:
+            self.scalars[key] = torch.zeros((), dtype=torch.float64, device=device)
+        return self.scalars[key].fill_(value)
+
+    def _args(self, args: tuple, how: str, device: torch.device) -> tuple:
         if not self.method:
             return args
         self_, group, param, grad, state, step, *rest = args
-        group = {**group, "lr": as_tensor(group["lr"])} if "lr" in group else group
-        step = as_tensor(float(step)) if how == "tensor" else step
+        if "lr" in group:
+            group = {**group, "lr": self.scalar("lr", group["lr"], device)}
+        step = self.scalar("step", float(step), device) if how == "tensor" else step
         return (self_, group, param, grad, state, step, *rest)
 
-    def _kwargs(self, kwargs: dict, how: str) -> dict:
+    def _kwargs(self, kwargs: dict, how: str, device: torch.device) -> dict:
         if self.method:
             return kwargs
         kwargs = dict(kwargs)
         if "lr" in kwargs:
-            kwargs["lr"] = as_tensor(kwargs["lr"])
+            kwargs["lr"] = self.scalar("lr", kwargs["lr"], device)
         if "step" in kwargs and how == "tensor":
-            kwargs["step"] = as_tensor(float(kwargs["step"]))
+            kwargs["step"] = self.scalar("step", float(kwargs["step"]), device)
         return kwargs
 
 
