@@ -27,8 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick",
         action="store_true",
         help="every optimizer in float32 and bfloat16 on the many-small and llm sets, "
-        "and the host overhead, against torch's foreach and fused versions (~1 min on an "
-        "H100-class GPU; use --scale on a CPU)",
+        "and the host overhead, against torch's foreach and fused versions (under 90 s on "
+        "an H100-class GPU, estimated; use --scale on a CPU)",
     )
     parser.add_argument("--suite", default=",".join(SUITES), help=comma)
     parser.add_argument("--sets", default=",".join(cases.SETS), help=comma)

@@ -322,8 +322,8 @@ def host_overhead(
 #: ``--quick``: every optimizer in float32 and bfloat16 on the set where the tensor count
 #: decides (many-small, also Muon's) and on the one where the memory bandwidth does (llm),
 #: and the host overhead; each against the fastest torch variants only (foreach, fused)
-#: and minioptim's default and compiled paths. Sized for about a minute on an H100/H200
-#: (most of it compiling the rules when the compiler's cache is cold).
+#: and minioptim's default and compiled paths. Sized for an H100/H200: about 40 s with a
+#: warm compiler cache, 90 s with a cold one (estimated from an H200's timings).
 QUICK: dict[str, Any] = dict(
     suites=("steps", "host-overhead"),
     sets=("many-small", "llm"),
