@@ -71,16 +71,36 @@ def test_scaled_keeps_matrices_and_tensor_count():
 
 
 def test_every_optimizer_has_minioptim_and_torch_contenders():
-    assert set(contenders.OPTIMIZERS) == {"sgd", "adam", "adamw", "signsgd", "lion", "muon"}
+    names = {"sgd", "adam", "adamw", "signsgd", "lion", "rmsprop", "muon"}
+    assert set(contenders.OPTIMIZERS) == names
     for optimizer in contenders.OPTIMIZERS.values():
         labels = [c.label for c in optimizer.contenders(compiled=True)]
-        assert labels[:2] == ["minioptim", "minioptim reference"]
+        assert labels[0] == "minioptim"
+        assert ("minioptim reference" in labels) == optimizer.takes_impl
         assert ("minioptim compiled" in labels) == (optimizer.arrays is not None)
         assert any(c.torch for c in optimizer.contenders())
     adam = contenders.OPTIMIZERS["adam"].contenders(reference=False, only=("fused",))
     assert [c.label for c in adam] == ["minioptim", "torch fused"]
     muon = contenders.OPTIMIZERS["muon"].contenders(only=("foreach", "fused"))
     assert [c.label for c in muon if c.torch] == ["torch for-loop"]  # its only one
+
+
+def test_the_students_rmsprop_is_torchs_rule_on_every_path():
+    """The bench's student class (no impl= in its __init__) is switched after it is built,
+    and computes torch.optim.RMSprop's steps."""
+    rmsprop = contenders.OPTIMIZERS["rmsprop"]
+    values = cases.random_tensors([(5, 3), (7,)], 0, "cpu", torch.float64)
+    grads = cases.random_tensors([(5, 3), (7,)], 1, "cpu", torch.float64)
+    for impl in ("auto", "compiled"):
+        mine, theirs = cases.make_params(values, grads), cases.make_params(values, grads)
+        a = rmsprop.build(mine, impl)
+        b = torch.optim.RMSprop(theirs, **rmsprop.hyper, foreach=False)
+        assert a.impl == ("reference" if impl == "auto" else impl)
+        for _ in range(3):
+            a.step()
+            b.step()
+        for p, q in zip(mine, theirs, strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["signsgd", "lion"])
@@ -317,5 +337,5 @@ def test_the_quick_preset_covers_every_optimizer_and_both_dtypes(tmp_path, monke
         "minioptim", "torch foreach", "torch fused", "bench foreach", "torch for-loop"
     }  # fmt: skip
     assert all(r["optimizer"] == "muon" for r in steps if r["contender"] == "torch for-loop")
-    assert {r["optimizer"] for r in of(found, "host")} == {"sgd", "adam", "adamw", "signsgd",
-                                                         "lion"}  # fmt: skip
+    elementwise = {name for name, o in contenders.OPTIMIZERS.items() if not o.matrices}
+    assert {r["optimizer"] for r in of(found, "host")} == elementwise

@@ -16,7 +16,7 @@ import torch
 
 import minioptim
 
-from . import baselines
+from . import baselines, student
 
 Factory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -28,6 +28,8 @@ TORCH = {
 }
 #: The two of :mod:`~minioptim.bench.baselines`, for SignSGD and Lion.
 BENCH = {"bench for-loop": dict(foreach=False), "bench foreach": dict(foreach=True)}
+#: torch.optim's implementations of an optimizer that has no fused kernel (RMSprop).
+UNFUSED = {"torch for-loop": dict(foreach=False), "torch foreach": dict(foreach=True)}
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,9 @@ class Optimizer:
     keyword arguments). ``arrays``: the tensors an ideal step reads plus those it writes,
     each once (Adam reads p, g, m, v and writes p, m, v: 7); times the element size, the
     bytes it must move per parameter; ``None`` where the step is not memory-bound (Muon's
-    matrix products). ``matrices``: it takes 2-d parameters only.
+    matrix products). ``matrices``: it takes 2-d parameters only. ``takes_impl``: its
+    ``__init__`` takes ``impl=``; a student's class does not, and is switched with
+    ``optimizer.impl = ...`` after it is built.
     """
 
     name: str
@@ -59,6 +63,7 @@ class Optimizer:
     traffic: str
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: TORCH)
     matrices: bool = False
+    takes_impl: bool = True
 
     def contenders(
         self, reference: bool = True, only: tuple[str, ...] = (), compiled: bool = False
@@ -68,24 +73,33 @@ class Optimizer:
         ``compiled``: add minioptim's ``impl="compiled"`` where the step is memory-bound
         (``arrays`` is known), the steps a generated kernel is for. ``only``: keep the
         torch variants whose label ends with one of these words, or all of them where none
-        does (Muon's one implementation is a for-loop).
+        does (Muon's one implementation is a for-loop). A class without ``impl=`` (a
+        student's) has no reference contender: its default path is its rule.
         """
-        mine, hyper = self.minioptim, self.hyper
-        impls = {"minioptim": "auto", "minioptim reference": "reference"}
-        if not reference:
-            del impls["minioptim reference"]
+        impls = {"minioptim": "auto"}
+        if reference and self.takes_impl:
+            impls["minioptim reference"] = "reference"
         if compiled and self.arrays is not None:
             impls["minioptim compiled"] = "compiled"
         result = [
-            Contender(label, lambda ps, impl=impl: mine(ps, impl=impl, **hyper), False)
+            Contender(label, lambda ps, impl=impl: self.build(ps, impl), False)
             for label, impl in impls.items()
         ]
         kept = [label for label in self.variants if label.split()[-1] in only]
         for label in kept or list(self.variants):
             flags = self.variants[label]
-            build = lambda ps, flags=flags: self.torch(ps, **hyper, **flags)  # noqa: E731
+            build = lambda ps, flags=flags: self.torch(ps, **self.hyper, **flags)  # noqa: E731
             result.append(Contender(label, build, True))
         return result
+
+    def build(self, params: list[torch.Tensor], impl: str) -> torch.optim.Optimizer:
+        """minioptim's optimizer on ``params``, taking the path ``impl``."""
+        if self.takes_impl:
+            return self.minioptim(params, impl=impl, **self.hyper)
+        optimizer = self.minioptim(params, **self.hyper)
+        if impl != "auto":
+            optimizer.impl = impl
+        return optimizer
 
 
 OPTIMIZERS: dict[str, Optimizer] = {
@@ -111,6 +125,11 @@ OPTIMIZERS: dict[str, Optimizer] = {
         Optimizer(
             "lion", minioptim.Lion, baselines.Lion, dict(lr=1e-4, weight_decay=1e-2),
             arrays=5, traffic="read p,g,m; write p,m", variants=BENCH,
+        ),
+        Optimizer(
+            "rmsprop", student.RMSprop, torch.optim.RMSprop, dict(lr=1e-3),
+            arrays=5, traffic="a student's rule: read p,g,v; write p,v", variants=UNFUSED,
+            takes_impl=False,
         ),
         Optimizer(
             "muon", minioptim.Muon, torch.optim.Muon, dict(lr=2e-2),
