@@ -100,9 +100,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         not in :attr:`fast_dtypes` always take the reference path. ``"compiled"`` runs the
         reference rule (or this class's :meth:`update`) compiled by ``torch.compile``
         into one fused loop per bucket (:mod:`minioptim.compiled`). ``"auto"`` (default)
-        takes the compiled rule for buckets on a device of :data:`AUTO_COMPILED` (CUDA,
-        with Triton installed) when the rule takes no layout, and elsewhere the fast
-        path where the class has one.
+        takes the compiled rule for buckets on a device listed in
+        ``minioptim.base.AUTO_COMPILED`` (CUDA, with Triton installed) when the rule
+        takes no layout, and elsewhere the fast path where the class has one.
     max_grad_norm:
         If set, the gradients of each group are clipped to this total norm before its
         updates (:meth:`prepare`); it becomes a default of every group.
@@ -477,7 +477,7 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _auto_compiles(self, device: torch.device) -> bool:
         """Whether ``impl="auto"`` runs the compiled rule on ``device`` (see
-        :data:`AUTO_COMPILED`): not for a rule that takes a layout (Muon's matrix products
+        ``AUTO_COMPILED``): not for a rule that takes a layout (Muon's matrix products
         are not a memory-bound loop), nor where the compiler's package is missing."""
         package = AUTO_COMPILED.get(device.type)
         return (
