@@ -21,6 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m minioptim.bench",
         description="Time minioptim's optimizers against torch.optim's.",
+        allow_abbrev=False,  # --quick is looked for by its full name
     )
     comma = "comma-separated, default: %(default)s"
     parser.add_argument(
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         records.append(record)
         appended.write(record)
 
+    preset = QUICK if args.quick else {}
     previous = signal.signal(signal.SIGTERM, _interrupt)
     interrupted = False
     try:
@@ -88,9 +90,9 @@ def main(argv: list[str] | None = None) -> None:
             scale=args.scale,
             device=args.device,
             dtypes=args.dtypes.split(","),
-            reference=not args.quick,
+            reference=preset.get("reference", True),
             compiled=not args.no_compiled,
-            torch_variants=QUICK["torch_variants"] if args.quick else (),
+            torch_variants=preset.get("torch_variants", ()),
             keep=keep,
         )
     except KeyboardInterrupt:
