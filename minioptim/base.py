@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .compiled import compiled
+from .compiled import CompiledRule, compiled
 from .flat import DTensor, FlatBuffer, Run, unmovable
 from .functional import clip_grad_norm_
 from .layout import Layout
@@ -468,23 +468,29 @@ class FusedOptimizer(torch.optim.Optimizer):
             )
 
     def _compiled_update(self) -> Callable[..., None]:
-        """``update`` with its rule compiled (see :mod:`minioptim.compiled`): a built-in's
-        reference function, or the class's own ``update`` function."""
+        """``update`` with its rule compiled (see :mod:`minioptim.compiled`)."""
+        rule = self._compiled_rule()
+        return functools.partial(rule, self) if rule.method else functools.partial(self.rule, rule)
+
+    def _compiled_rule(self) -> CompiledRule:
+        """The compiled rule: a built-in's reference function, or the class's own
+        ``update`` function."""
         if not self._overrides("update") and self.rule is not None:
-            rule = compiled(self.rule.reference)
-            return functools.partial(self.rule, rule)
-        return functools.partial(compiled(type(self).update, method=True), self)
+            return compiled(self.rule.reference)
+        return compiled(type(self).update, method=True)
 
     def _auto_compiles(self, device: torch.device) -> bool:
         """Whether ``impl="auto"`` runs the compiled rule on ``device`` (see
-        ``AUTO_COMPILED``): not for a rule that takes a layout (Muon's matrix products
-        are not a memory-bound loop), nor where the compiler's package is missing."""
+        ``AUTO_COMPILED``): not for a rule that takes a layout (Muon's matrix products are
+        not a memory-bound loop), nor where the compiler's package is missing, nor once
+        compiling the rule failed (it warned; the path taken on a CPU takes over)."""
         package = AUTO_COMPILED.get(device.type)
         return (
             self.auto
             and package is not None
             and not self._needs_layout("update")
             and installed(package)
+            and not self._compiled_rule().failed
         )
 
     def _fast_dtypes_on(self, device: torch.device) -> tuple[torch.dtype, ...]:

@@ -75,10 +75,16 @@ class CompiledRule:
                 first_line = (str(reason).strip().splitlines() or [""])[0]
                 warnings.warn(
                     f"impl='compiled' cannot compile {self.function.__qualname__}, so it runs "
-                    f"eagerly (same results, not fused): {type(reason).__name__}: {first_line}",
+                    "eagerly (same results, not fused; under impl='auto', from the next step on "
+                    f"the path it takes on a CPU): {type(reason).__name__}: {first_line}",
                     stacklevel=5,
                 )
         return self.function(*args, **kwargs)
+
+    @property
+    def failed(self) -> bool:
+        """Whether compiling failed for good: the rule now runs eagerly."""
+        return not self.attempts
 
     def scalar(self, name: str, value: Any, device: torch.device) -> Any:
         """A Python number as this rule's 0-d float64 tensor ``name`` on ``device``, refilled

@@ -112,11 +112,11 @@ def test_a_rule_that_cannot_be_compiled_runs_eagerly_after_one_warning():
 def auto_adam_and_muon(monkeypatch, compiles_on):
     """Which rules impl="auto" compiles when AUTO_COMPILED is ``compiles_on``."""
     monkeypatch.setattr(minioptim.base, "AUTO_COMPILED", compiles_on)
-    seen = []
+    seen = set()
     real = minioptim.base.compiled
 
     def spy(function, method=False):
-        seen.append(function.__name__)
+        seen.add(function.__name__)
         return real(function, method)
 
     monkeypatch.setattr(minioptim.base, "compiled", spy)
@@ -132,6 +132,41 @@ def test_auto_compiles_on_the_devices_listed_and_elsewhere_takes_the_fast_path(m
     listed (as CUDA is) with its package installed, Adam's rule compiles and Muon's,
     which takes a layout, does not; listed with a package missing, nothing compiles."""
     assert "cpu" not in minioptim.base.AUTO_COMPILED
-    assert auto_adam_and_muon(monkeypatch, minioptim.base.AUTO_COMPILED) == []
-    assert auto_adam_and_muon(monkeypatch, {"cpu": "torch"}) == ["adam_"]
-    assert auto_adam_and_muon(monkeypatch, {"cpu": "no_such_compiler_package"}) == []
+    assert auto_adam_and_muon(monkeypatch, minioptim.base.AUTO_COMPILED) == set()
+    assert auto_adam_and_muon(monkeypatch, {"cpu": "torch"}) == {"adam_"}
+    assert auto_adam_and_muon(monkeypatch, {"cpu": "no_such_compiler_package"}) == set()
+
+
+class Unfusable(minioptim.FusedOptimizer):
+    """Thresholded's rule, with a fast path (the same rule, counted). Its own update: a
+    function's compiled rule lives for the process, and Thresholded's has failed."""
+
+    fast_calls = 0
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, dict(lr=lr))
+
+    def update(self, group, param, grad, state, step):
+        if grad.abs().max() > 1:  # reads a value on the host
+            param.add_(grad.sign(), alpha=-group["lr"])
+        else:
+            param.add_(grad, alpha=-group["lr"])
+
+    def fast_update(self, group, param, grad, state, step):
+        type(self).fast_calls += 1
+        self.update(group, param, grad, state, step)
+
+
+def test_where_auto_cannot_compile_it_warns_once_and_takes_the_fast_path(monkeypatch):
+    monkeypatch.setattr(minioptim.base, "AUTO_COMPILED", {"cpu": "torch"})  # as on CUDA
+    param = torch.zeros(3, requires_grad=True)
+    optimizer = Unfusable([param])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for value in (2.0, 0.5, 3.0):
+            param.grad = torch.full((3,), value)
+            optimizer.step()
+    messages = [str(w.message) for w in caught if "impl='compiled'" in str(w.message)]
+    assert len(messages) == 1 and "impl='auto'" in messages[0]
+    assert Unfusable.fast_calls == 2  # the first step ran the rule eagerly
+    assert torch.equal(param.detach(), torch.full((3,), -0.1 - 0.05 - 0.1))
