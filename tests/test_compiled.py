@@ -170,3 +170,29 @@ def test_where_auto_cannot_compile_it_warns_once_and_takes_the_fast_path(monkeyp
     assert len(messages) == 1 and "impl='auto'" in messages[0]
     assert Unfusable.fast_calls == 2  # the first step ran the rule eagerly
     assert torch.equal(param.detach(), torch.full((3,), -0.1 - 0.05 - 0.1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_on_cuda_auto_runs_the_compiled_rule_without_waiting_for_the_device():
+    """impl="auto" takes the compiled rule on CUDA: it agrees with the fast path, its lr
+    and step live on the device, and a step queues work without a synchronization."""
+    values = [torch.randn(1000, 3), torch.randn(7)]
+    auto = [v.cuda().requires_grad_() for v in values]
+    fast = [v.cuda().requires_grad_() for v in values]
+    optimizers = minioptim.AdamW(auto, lr=0.01), minioptim.AdamW(fast, lr=0.01, impl="fast")
+    for step in range(4):
+        for p, q in zip(auto, fast, strict=True):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        if step == 3:  # compiled and warm: no host-device synchronization
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            for optimizer in optimizers:
+                optimizer.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    for p, q in zip(auto, fast, strict=True):
+        torch.testing.assert_close(p, q, **TOLERANCES["fast", torch.float32])
+    rule = minioptim.compiled.compiled(minioptim.functional.adam_)
+    assert "cuda" in {device.type for _, device in rule.scalars}
