@@ -11,8 +11,9 @@ Three things keep one compiled graph valid for every step and every optimizer:
 - the values that change from step to step, ``lr`` (a scheduler's) and ``step``, reach the
   rule as 0-d tensors on the parameters' device, so they are inputs of the graph, not
   constants baked into it (a Python float would be specialized: one recompilation per
-  learning rate). Each is one tensor per rule and device, refilled at every call: on a
-  GPU ``fill_`` queues a kernel, so the step never waits for the device;
+  learning rate). Each is a new tensor at every call, filled on the device: on a GPU
+  a queued kernel, so the step never waits for the device, and work queued on another
+  stream never sees the value change under it;
 - sizes are dynamic, so buckets and runs of other lengths share the graph;
 - what is compiled is the rule's function (``adam_``, a class's ``update``), never a
   bound method, so two optimizers of one class share their graphs (up to
@@ -41,6 +42,15 @@ ATTEMPTS = ("tensor", "int")
 RECOMPILE_LIMIT = 64
 
 
+def as_tensor(value: Any, device: torch.device) -> Any:
+    """A Python number as a 0-d tensor on ``device`` (a graph input), in float64 where the
+    device has it (MPS has not); anything else (a tensor ``lr``) as it is."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        return torch.full((), value, dtype=dtype, device=device)
+    return value
+
+
 class CompiledRule:
     """A rule function, called compiled while it compiles, eagerly after it failed.
 
@@ -54,7 +64,6 @@ class CompiledRule:
         self.method = method
         self.compiled = torch.compile(function, fullgraph=True, dynamic=True)
         self.attempts = list(ATTEMPTS)
-        self.scalars: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         device = (args[2] if self.method else args[0]).device  # the parameters'
@@ -86,23 +95,13 @@ class CompiledRule:
         """Whether compiling failed for good: the rule now runs eagerly."""
         return not self.attempts
 
-    def scalar(self, name: str, value: Any, device: torch.device) -> Any:
-        """A Python number as this rule's 0-d float64 tensor ``name`` on ``device``, refilled
-        with ``value`` (a graph input); anything else (a tensor ``lr``) as it is."""
-        if not isinstance(value, float | int) or isinstance(value, bool):
-            return value
-        key = (name, device)
-        if key not in self.scalars:
-            self.scalars[key] = torch.zeros((), dtype=torch.float64, device=device)
-        return self.scalars[key].fill_(value)
-
     def _args(self, args: tuple, how: str, device: torch.device) -> tuple:
         if not self.method:
             return args
         self_, group, param, grad, state, step, *rest = args
         if "lr" in group:
-            group = {**group, "lr": self.scalar("lr", group["lr"], device)}
-        step = self.scalar("step", float(step), device) if how == "tensor" else step
+            group = {**group, "lr": as_tensor(group["lr"], device)}
+        step = as_tensor(float(step), device) if how == "tensor" else step
         return (self_, group, param, grad, state, step, *rest)
 
     def _kwargs(self, kwargs: dict, how: str, device: torch.device) -> dict:
@@ -110,9 +109,9 @@ class CompiledRule:
             return kwargs
         kwargs = dict(kwargs)
         if "lr" in kwargs:
-            kwargs["lr"] = self.scalar("lr", kwargs["lr"], device)
+            kwargs["lr"] = as_tensor(kwargs["lr"], device)
         if "step" in kwargs and how == "tensor":
-            kwargs["step"] = self.scalar("step", float(kwargs["step"]), device)
+            kwargs["step"] = as_tensor(float(kwargs["step"]), device)
         return kwargs
 
 

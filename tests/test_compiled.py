@@ -173,9 +173,12 @@ def test_where_auto_cannot_compile_it_warns_once_and_takes_the_fast_path(monkeyp
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_on_cuda_auto_runs_the_compiled_rule_without_waiting_for_the_device():
-    """impl="auto" takes the compiled rule on CUDA: it agrees with the fast path, its lr
-    and step live on the device, and a step queues work without a synchronization."""
+def test_on_cuda_auto_runs_the_compiled_rule_without_waiting_for_the_device(monkeypatch):
+    """impl="auto" takes the compiled rule on CUDA: it agrees with the fast path, and a
+    step queues its work (lr and step filled on the device) without a synchronization."""
+    ran = set()
+    real = minioptim.base.compiled
+    monkeypatch.setattr(minioptim.base, "compiled", lambda f, **kw: ran.add(f) or real(f, **kw))
     values = [torch.randn(1000, 3), torch.randn(7)]
     auto = [v.cuda().requires_grad_() for v in values]
     fast = [v.cuda().requires_grad_() for v in values]
@@ -194,5 +197,4 @@ def test_on_cuda_auto_runs_the_compiled_rule_without_waiting_for_the_device():
             torch.cuda.set_sync_debug_mode("default")
     for p, q in zip(auto, fast, strict=True):
         torch.testing.assert_close(p, q, **TOLERANCES["fast", torch.float32])
-    rule = minioptim.compiled.compiled(minioptim.functional.adam_)
-    assert "cuda" in {device.type for _, device in rule.scalars}
+    assert ran == {minioptim.functional.adam_}
