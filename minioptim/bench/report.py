@@ -159,7 +159,8 @@ def summary_markdown(records: list[Record]) -> str:
         cells.append(", ".join(_bandwidth(r) for r in (mine, compiled) if r))
         shape = f"{set_name} ({mine['n_tensors']} tensors, {_count(mine['n_params'])})"
         lines.append(f"| {shape} | {name} | {dtype} | {' | '.join(cells)} |")
-    lines.append("\n\\* a torch-ops baseline of minioptim.bench.baselines (torch has none).")
+    if any(r["torch"] and r["contender"].startswith("bench") for r in _of(records, "step")):
+        lines.append("\n\\* a torch-ops baseline of minioptim.bench.baselines (torch has none).")
     return "\n".join(lines)
 
 
