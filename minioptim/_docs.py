@@ -4,7 +4,8 @@ PARAMS = """params:
         Tensors, ``(name, tensor)`` pairs or param-group dicts, as for ``torch.optim``."""
 
 IMPL = """impl:
-        ``"auto"`` (default; the fast path), ``"reference"`` (the readable rule in
+        ``"auto"`` (default: the fast path; on CUDA the compiled rule, where the rule
+        takes no layout), ``"reference"`` (the readable rule in
         :mod:`minioptim.functional`), ``"fast"``, or ``"compiled"`` (the readable rule
         compiled by ``torch.compile``); see :class:`~minioptim.FusedOptimizer`."""
 

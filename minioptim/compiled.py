@@ -9,9 +9,12 @@ source stays the readable rule: nothing is written twice.
 Three things keep one compiled graph valid for every step and every optimizer:
 
 - the values that change from step to step, ``lr`` (a scheduler's), ``step`` and the
-  numbers that :meth:`~minioptim.FusedOptimizer.prepare` returns for the step, reach the
-  rule as 0-d tensors, so they are inputs of the graph, not constants baked into it
-  (a Python float would be specialized: one recompilation per learning rate);
+  numbers that :meth:`~minioptim.FusedOptimizer.prepare` returns for the step, reach
+  the rule as 0-d tensors on the parameters' device, so they are inputs of the graph, not
+  constants baked into it (a Python float would be specialized: one recompilation per
+  learning rate). Each is a new tensor at every call, filled on the device: on a GPU
+  a queued kernel, so the step never waits for the device, and work queued on another
+  stream never sees the value change under it;
 - sizes are dynamic, so buckets and runs of other lengths share the graph;
 - what is compiled is the rule's function (``adam_``, a class's ``update``), never a
   bound method, so two optimizers of one class share their graphs (up to
@@ -48,10 +51,12 @@ ATTEMPTS = ("tensor", "int")
 RECOMPILE_LIMIT = 64
 
 
-def as_tensor(value: Any) -> Any:
-    """A Python number as a 0-d float64 tensor (a graph input); anything else as it is."""
+def as_tensor(value: Any, device: torch.device) -> Any:
+    """A Python number as a 0-d tensor on ``device`` (a graph input), in float64 where the
+    device has it (MPS has not); anything else (a tensor ``lr``) as it is."""
     if isinstance(value, float | int) and not isinstance(value, bool):
-        return torch.tensor(value, dtype=torch.float64)
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        return torch.full((), value, dtype=dtype, device=device)
     return value
 
 
@@ -89,12 +94,15 @@ class CompiledRule:
         self.attempts = list(ATTEMPTS)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        device = (args[2] if self.method else args[0]).device  # the parameters'
         while self.attempts:
             how = self.attempts[0]
             try:
                 limit = torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT)
                 with limit, TensorAlphaSubtraction():
-                    return self.compiled(*self._args(args, how), **self._kwargs(kwargs, how))
+                    return self.compiled(
+                        *self._args(args, how, device), **self._kwargs(kwargs, how, device)
+                    )
             except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError) as error:
                 self.attempts.pop(0)  # a step-dependent branch, say: try the next way
                 reason = error
@@ -105,27 +113,34 @@ class CompiledRule:
                 first_line = (str(reason).strip().splitlines() or [""])[0]
                 warnings.warn(
                     f"impl='compiled' cannot compile {self.function.__qualname__}, so it runs "
-                    f"eagerly (same results, not fused): {type(reason).__name__}: {first_line}",
+                    "eagerly (same results, not fused; under impl='auto', from the next step on "
+                    f"the path it takes on a CPU): {type(reason).__name__}: {first_line}",
                     stacklevel=5,
                 )
         return self.function(*args, **kwargs)
 
-    def _args(self, args: tuple, how: str) -> tuple:
+    @property
+    def failed(self) -> bool:
+        """Whether compiling failed for good: the rule now runs eagerly."""
+        return not self.attempts
+
+    def _args(self, args: tuple, how: str, device: torch.device) -> tuple:
         if not self.method:
             return args
         self_, group, param, grad, state, step, *rest = args
-        group = {**group, "lr": as_tensor(group["lr"])} if "lr" in group else group
-        step = as_tensor(float(step)) if how == "tensor" else step
+        if "lr" in group:
+            group = {**group, "lr": as_tensor(group["lr"], device)}
+        step = as_tensor(float(step), device) if how == "tensor" else step
         return (self_, group, param, grad, state, step, *rest)
 
-    def _kwargs(self, kwargs: dict, how: str) -> dict:
+    def _kwargs(self, kwargs: dict, how: str, device: torch.device) -> dict:
         if self.method:
             return kwargs
         kwargs = dict(kwargs)
         if "lr" in kwargs:
-            kwargs["lr"] = as_tensor(kwargs["lr"])
+            kwargs["lr"] = as_tensor(kwargs["lr"], device)
         if "step" in kwargs and how == "tensor":
-            kwargs["step"] = as_tensor(float(kwargs["step"]))
+            kwargs["step"] = as_tensor(float(kwargs["step"]), device)
         return kwargs
 
 

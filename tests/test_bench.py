@@ -3,7 +3,9 @@ that every suite runs and writes well-formed records, never speed."""
 
 import json
 import math
+import os
 import runpy
+import signal
 import sys
 
 import pytest
@@ -23,6 +25,7 @@ from minioptim.bench import (
 )
 
 SCALE = 0.0001
+TORCH_LABELS = ("torch for-loop", "torch foreach", "torch fused")
 FAST = measure.Timing("cpu", repeats=1, warmup=0, verbose=False)
 
 
@@ -35,6 +38,7 @@ def records():
         scale=SCALE,
         repeats=1,
         warmup=0,
+        compiled=False,  # compiling every rule takes a minute here: see test_compiled_races
         triad_elements=2**16,
         verbose=False,
     )
@@ -67,13 +71,36 @@ def test_scaled_keeps_matrices_and_tensor_count():
 
 
 def test_every_optimizer_has_minioptim_and_torch_contenders():
-    assert set(contenders.OPTIMIZERS) == {"sgd", "adam", "adamw", "signsgd", "lion", "muon"}
+    names = {"sgd", "adam", "adamw", "signsgd", "lion", "rmsprop", "muon"}
+    assert set(contenders.OPTIMIZERS) == names
     for optimizer in contenders.OPTIMIZERS.values():
-        labels = [c.label for c in optimizer.contenders()]
-        assert labels[:2] == ["minioptim", "minioptim reference"]
+        labels = [c.label for c in optimizer.contenders(compiled=True)]
+        assert labels[0] == "minioptim"
+        assert ("minioptim reference" in labels) == optimizer.takes_impl
+        assert ("minioptim compiled" in labels) == (optimizer.arrays is not None)
         assert any(c.torch for c in optimizer.contenders())
     adam = contenders.OPTIMIZERS["adam"].contenders(reference=False, only=("fused",))
     assert [c.label for c in adam] == ["minioptim", "torch fused"]
+    muon = contenders.OPTIMIZERS["muon"].contenders(only=("foreach", "fused"))
+    assert [c.label for c in muon if c.torch] == ["torch for-loop"]  # its only one
+
+
+def test_the_students_rmsprop_is_torchs_rule_on_every_path():
+    """The bench's student class (no impl= in its __init__) is switched after it is built,
+    and computes torch.optim.RMSprop's steps."""
+    rmsprop = contenders.OPTIMIZERS["rmsprop"]
+    values = cases.random_tensors([(5, 3), (7,)], 0, "cpu", torch.float64)
+    grads = cases.random_tensors([(5, 3), (7,)], 1, "cpu", torch.float64)
+    for impl in ("auto", "compiled"):
+        mine, theirs = cases.make_params(values, grads), cases.make_params(values, grads)
+        a = rmsprop.build(mine, impl)
+        b = torch.optim.RMSprop(theirs, **rmsprop.hyper, foreach=False)
+        assert a.impl == ("reference" if impl == "auto" else impl)
+        for _ in range(3):
+            a.step()
+            b.step()
+        for p, q in zip(mine, theirs, strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["signsgd", "lion"])
@@ -167,6 +194,23 @@ def test_sweeps_cover_both_axes(records):
     assert len({r["n_params"] for r in of(records, "sweep_size")}) >= 3
 
 
+def test_the_size_sweep_reaches_the_bandwidth_regime_on_a_gpu_only():
+    assert max(n for _, n in suites.size_points(1.0)) == 2**24
+    on_gpu = suites.size_points(1.0, suites.SWEEP_LARGEST["cuda"])
+    assert max(n for _, n in on_gpu) == 2**28 and all(t <= 100 for t, _ in on_gpu)
+    assert suites.size_points(1.0)[0] == on_gpu[0] == (100, 2**16)
+
+
+def test_compiled_races():
+    """minioptim's impl="compiled" is a contender of the element-wise optimizers."""
+    found = bench.run(("few-large",), ("adam",), suites=("steps",), scale=SCALE, repeats=1,
+                      warmup=0, reference=False, triad_elements=2**16, verbose=False)  # fmt: skip
+    steps = {r["contender"]: r for r in of(found, "step")}
+    assert set(steps) == {"minioptim", "minioptim compiled", *TORCH_LABELS}
+    assert steps["minioptim compiled"]["ms"] > 0
+    assert "| compiled |" in report.summary_markdown(found)
+
+
 def test_host_overhead_and_its_fit():
     found = suites.host_overhead(contenders.OPTIMIZERS["adam"], FAST, counts=(10, 100), size=8)
     host = of(found, "host")
@@ -215,7 +259,8 @@ def test_command_line(tmp_path, monkeypatch):
     assert args.suite.split(",") == list(suites.SUITES)
     monkeypatch.setattr(suites, "bandwidth", lambda device, elements: dict(copy=1e9, triad=1e9))
     options = "--suite steps,sweeps --sets few-large --optimizers sgd --scale 0.001 --repeats 1"
-    cli.main([*options.split(), "--warmup", "0", "--no-plot", "--out", str(tmp_path)])
+    cli.main([*options.split(), "--warmup", "0", "--no-plot", "--no-compiled", "--out",
+              str(tmp_path)])  # fmt: skip
     saved = json.loads((tmp_path / "results.json").read_text())
     assert {r["kind"] for r in saved["records"]} == {"environment", "bandwidth", "step"}
 
@@ -227,3 +272,70 @@ def test_module_runs(monkeypatch, capsys):
         runpy.run_module("minioptim.bench", run_name="__main__")
     help_text = capsys.readouterr().out
     assert exit_.value.code == 0 and "--suite" in help_text and "--device" in help_text
+
+
+# -- records as they are measured, and the quick preset ---------------------------------------
+
+
+def test_each_record_is_on_disk_as_soon_as_it_is_written(tmp_path):
+    appended = report.RecordFile(tmp_path / "records.jsonl")
+    for i in range(3):
+        appended.write(dict(kind="step", ms=float(i), gbps=math.nan))
+        assert report.load(tmp_path / "records.jsonl")[-1] == dict(kind="step", ms=i, gbps=None)
+    appended.close()
+    with open(tmp_path / "records.jsonl", "a") as f:
+        f.write('{"kind": "step", "ms": 3')  # the process killed in the middle of a line
+    assert len(report.load(tmp_path / "records.jsonl")) == 3
+
+
+def test_a_run_stopped_by_sigterm_keeps_every_record_it_measured(tmp_path, monkeypatch):
+    """`timeout` sends SIGTERM after the second comparison: its records are on disk, one
+    parsable line each, and the summary is written from them."""
+    monkeypatch.setattr(suites, "bandwidth", lambda device, elements: dict(copy=1e9, triad=1e9))
+    comparisons = []
+    real_steps = suites.steps
+
+    def steps(*args, **kwargs):
+        if len(comparisons) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        comparisons.append(args[3].name)
+        return real_steps(*args, **kwargs)
+
+    monkeypatch.setattr(suites, "steps", steps)
+    options = "--suite steps --sets few-large --optimizers sgd,adam,lion --scale 0.0001"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*options.split(), "--repeats", "1", "--warmup", "0", "--no-compiled",
+                  "--out", str(tmp_path)])  # fmt: skip
+    assert exit_.value.code == 130
+    lines = (tmp_path / "records.jsonl").read_text().splitlines()
+    found = [json.loads(line) for line in lines]
+    assert [r["kind"] for r in found[:2]] == ["environment", "bandwidth"]
+    assert {r["optimizer"] for r in of(found, "step")} == {"sgd", "adam"}
+    assert len(of(found, "step")) == 2 * (2 + len(TORCH_LABELS))  # minioptim, reference
+    assert report.load(tmp_path / "results.json") == found
+    assert (tmp_path / "summary.md").read_text().count("| few-large") == 2
+    assert signal.getsignal(signal.SIGTERM) is not cli._interrupt  # handler restored
+
+
+def test_the_quick_preset_covers_every_optimizer_and_both_dtypes(tmp_path, monkeypatch):
+    quick = suites.QUICK
+    assert set(quick["optimizers"]) == set(contenders.OPTIMIZERS)
+    assert {"float32", "bfloat16"} <= set(quick["dtypes"]) and "llm" in quick["sets"]
+    assert any(cases.SETS[name].matrices for name in quick["sets"])  # Muon runs on these
+    args = cli.parse_args(["--quick", "--repeats", "2"])
+    assert args.sets == ",".join(quick["sets"]) and args.repeats == 2  # options override
+    monkeypatch.setattr(suites, "bandwidth", lambda device, elements: dict(copy=1e9, triad=1e9))
+    monkeypatch.setattr(suites, "HOST_COUNTS", (1, 3))
+    cli.main(["--quick", "--scale", "0.00002", "--no-compiled", "--repeats", "1", "--out",
+              str(tmp_path)])  # fmt: skip
+    found = report.load(tmp_path / "records.jsonl")
+    steps = of(found, "step")
+    assert {(r["optimizer"], r["dtype"]) for r in steps} == {
+        (name, dtype) for name in contenders.OPTIMIZERS for dtype in quick["dtypes"]
+    }
+    assert {r["contender"] for r in steps} == {
+        "minioptim", "torch foreach", "torch fused", "bench foreach", "torch for-loop"
+    }  # fmt: skip
+    assert all(r["optimizer"] == "muon" for r in steps if r["contender"] == "torch for-loop")
+    elementwise = {name for name, o in contenders.OPTIMIZERS.items() if not o.matrices}
+    assert {r["optimizer"] for r in of(found, "host")} == elementwise

@@ -12,13 +12,15 @@ One module per responsibility:
 
 - :mod:`~minioptim.bench.cases`: what is optimized (parameter sets);
 - :mod:`~minioptim.bench.contenders`: one record per optimizer, and the implementations
-  that race (minioptim's, torch's for-loop, foreach and fused ones), with
-  :mod:`~minioptim.bench.baselines` where torch has none (SignSGD, Lion);
+  that race (minioptim's default, reference and compiled paths, torch's for-loop,
+  foreach and fused ones), with :mod:`~minioptim.bench.baselines` where torch has none
+  (SignSGD, Lion) and :mod:`~minioptim.bench.student`, a student's RMSprop;
 - :mod:`~minioptim.bench.measure`: clocks (device and host time, round-robin medians)
   and the copy and triad bandwidths; :mod:`~minioptim.bench.memory`: state and peaks;
 - :mod:`~minioptim.bench.suites`: the benchmarks, each returning records (dicts), and
   :mod:`~minioptim.bench.training`: the end-to-end one, a small transformer's iteration;
-- :mod:`~minioptim.bench.report`: tables, a plot and files;
+- :mod:`~minioptim.bench.report`: tables, a plot and files, and ``records.jsonl``,
+  appended record by record as they are measured (:func:`load` reads it back);
 - :mod:`~minioptim.bench.cli`: the command line.
 
 How the numbers are taken:
@@ -39,11 +41,12 @@ How the numbers are taken:
 from .cases import SETS, convnet_shapes, few_large_shapes, llm_shapes, many_small_shapes, scaled
 from .contenders import OPTIMIZERS
 from .measure import environment
-from .report import format_table, plot, save, summary_markdown
-from .suites import SUITES, run
+from .report import format_table, load, plot, save, summary_markdown
+from .suites import QUICK, SUITES, run
 
 __all__ = [
     "OPTIMIZERS",
+    "QUICK",
     "SETS",
     "SUITES",
     "convnet_shapes",
@@ -51,6 +54,7 @@ __all__ = [
     "few_large_shapes",
     "format_table",
     "llm_shapes",
+    "load",
     "many_small_shapes",
     "plot",
     "run",

@@ -1,4 +1,9 @@
-"""The records, as text tables, a markdown summary, a plot and files."""
+"""The records, as text tables, a markdown summary, a plot and files.
+
+The command line appends each record to ``records.jsonl`` as soon as it is measured
+(:class:`RecordFile`), and writes the other files at the end; :func:`load` reads the
+records back, those of an interrupted run too.
+"""
 
 from __future__ import annotations
 
@@ -133,14 +138,15 @@ def _host_lines(records: list[Record]) -> list[str]:
 def summary_markdown(records: list[Record]) -> str:
     """The step records as one markdown table, as the README shows them: ms per step."""
     header = (
-        "| set | optimizer | dtype | for-loop | foreach | fused | minioptim "
-        "| minioptim / best torch | minioptim GB/s (% of copy) |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|"
+        "| set | optimizer | dtype | for-loop | foreach | fused | minioptim | compiled "
+        "| minioptim / best torch | compiled / best torch "
+        "| GB/s (% of copy): minioptim, compiled |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [f"{describe(records)}\n", header]
     for (set_name, dtype, name), group in _step_groups(records).items():
         by = {r["contender"]: r for r in group}
-        mine = by.get("minioptim")
+        mine, compiled = by.get("minioptim"), by.get("minioptim compiled")
         if not mine:
             continue
         cells = []
@@ -148,15 +154,22 @@ def summary_markdown(records: list[Record]) -> str:
             r = next((r for r in group if r["torch"] and r["contender"].endswith(variant)), None)
             star = "*" if r and r["contender"].startswith("bench") else ""
             cells.append(f"{_ms(r['ms'])}{star}" if r else "-")
+        cells += [_ms(r["ms"]) if r else "-" for r in (mine, compiled)]
+        cells += [f"{_num(r['vs_torch'], 2)}x" if r else "-" for r in (mine, compiled)]
+        cells.append(", ".join(_bandwidth(r) for r in (mine, compiled) if r))
         shape = f"{set_name} ({mine['n_tensors']} tensors, {_count(mine['n_params'])})"
-        bandwidth = f"{mine['gbps']:.3g} ({mine['pct_copy']:.0f} %)"
-        bandwidth = "-" if math.isnan(mine["gbps"]) else bandwidth
-        lines.append(
-            f"| {shape} | {name} | {dtype} | {' | '.join(cells)} | {_ms(mine['ms'])} "
-            f"| {_num(mine['vs_torch'], 2)}x | {bandwidth} |"
-        )
-    lines.append("\n\\* a torch-ops baseline of minioptim.bench.baselines (torch has none).")
+        lines.append(f"| {shape} | {name} | {dtype} | {' | '.join(cells)} |")
+    if any(r["torch"] and r["contender"].startswith("bench") for r in _of(records, "step")):
+        lines.append("\n\\* a torch-ops baseline of minioptim.bench.baselines (torch has none).")
     return "\n".join(lines)
+
+
+def _bandwidth(record: Record) -> str:
+    """``3.03e+03 (74 %)``: achieved GB/s and its share of the copy's, or ``-``."""
+    gbps = record["gbps"]
+    if gbps is None or math.isnan(gbps):
+        return "-"
+    return f"{gbps:.3g} ({record['pct_copy']:.0f} %)"
 
 
 def plot(records: list[Record], path: str | Path | None = None):
@@ -183,7 +196,14 @@ def plot(records: list[Record], path: str | Path | None = None):
 
 
 #: One colour per kind of contender, the same in every panel.
-COLORS = {"minioptim": "C0", "for-loop": "C1", "foreach": "C2", "fused": "C3", "reference": "C4"}
+COLORS = {
+    "minioptim": "C0",
+    "for-loop": "C1",
+    "foreach": "C2",
+    "fused": "C3",
+    "reference": "C4",
+    "compiled": "C5",
+}
 
 
 def _color(label: str) -> str:
@@ -251,10 +271,47 @@ def save(records: list[Record], out: str | Path, *, meta: dict, with_plot: bool 
         writer.writeheader()
         writer.writerows(records)
     paths[2].write_text(summary_markdown(records) + "\n")
-    if with_plot:
+    if with_plot and any(_of(records, kind) for kind in ("sweep_tensors", "sweep_size", "host")):
         paths.append(out / "bench.png")
         plot(records, paths[-1])
     return paths
+
+
+class RecordFile:
+    """Records appended to a JSON-lines file, one line each, flushed as they come.
+
+    A run stopped at any moment (a time limit, Ctrl-C, a lost machine) leaves every
+    record written before, each a complete line; :func:`load` reads them back.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "w")  # noqa: SIM115 (closed by close())
+
+    def write(self, record: Record) -> None:
+        self.file.write(json.dumps(_json(record)) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def load(path: str | Path) -> list[Record]:
+    """The records of a ``records.jsonl`` or of a ``results.json`` (NaN read as ``None``).
+
+    A last line cut short (the process killed while writing it) is left out.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        return json.loads(path.read_text())["records"]
+    found = []
+    for line in path.read_text().splitlines():
+        try:
+            found.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return found
 
 
 def _json(record: Record) -> Record:

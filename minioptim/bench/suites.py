@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import math
 import statistics
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -71,31 +71,29 @@ def build(contenders: list[Contender], values, grads, timing: Timing) -> dict[st
 
 def steps(
     set_name: str,
-    shapes: list[Shape],
+    values: list[torch.Tensor],
+    grads: list[torch.Tensor],
     optimizer: Optimizer,
     timing: Timing,
     copy_gbps: float,
-    dtype: torch.dtype = torch.float32,
-    *,
-    reference: bool = True,
+    contenders: list[Contender],
 ) -> list[Record]:
-    """Time ``step()`` of every contender of ``optimizer`` on one parameter set.
+    """Time ``step()`` of ``contenders`` of ``optimizer`` on one parameter set.
 
-    Before the timing, one more step of each contender, taken alone, shows the peak
-    memory that a step allocates on top of the parameters, gradients and state.
+    Each contender gets its own copy of ``values`` and ``grads``. Before the timing, one
+    more step of each contender, taken alone, shows the peak memory that a step
+    allocates on top of the parameters, gradients and state.
     """
-    contenders = optimizer.contenders(reference)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    needed = 5 * itemsize * numel(shapes) * len(contenders)  # p, g, 2 states, temporaries
+    shapes = [tuple(v.shape) for v in values]
+    dtype = values[0].dtype
+    itemsize = values[0].element_size()
+    needed = 4 * itemsize * numel(shapes) * len(contenders)  # p, g, 2 states
     free = memory.available_bytes(timing.device)
     if free is not None and needed > free:
         timing.say(f"  skipping: needs ~{needed / 2**30:.1f} GiB, {free / 2**30:.1f} free")
         return []
     gc.collect()  # free the previous benchmark's tensors before measuring memory
-    values = random_tensors(shapes, timing.seed, timing.device, dtype)
-    grads = random_tensors(shapes, timing.seed + 1, timing.device, dtype)
     built = build(contenders, values, grads, timing)
-    del values, grads
     peak = {label: memory.peak_of(opt.step, timing.device) for label, opt in built.items()}
     samples = timing.round_robin({label: opt.step for label, opt in built.items()})
     torch_labels = {c.label for c in contenders if c.torch}
@@ -214,25 +212,42 @@ def tensor_count_points(scale: float) -> list[tuple[int, int]]:
     return [(count, total) for count in counts if count <= total]
 
 
-def size_points(scale: float) -> list[tuple[int, int]]:
-    """65K to 16.8M parameters (times ``scale``) in 100 tensors."""
-    sizes = [max(1, round(2**power * scale)) for power in range(16, 25, 2)]
+def size_points(scale: float, largest: int = 2**24) -> list[tuple[int, int]]:
+    """65K parameters to ``largest`` (times ``scale``), 4x apart, in 100 tensors."""
+    top = int(math.log2(largest))
+    sizes = [max(1, round(2**power * scale)) for power in range(16, top + 1, 2)]
     return [(min(100, size), size) for size in sizes]
 
 
-def sweep(
-    kind: str, optimizer: Optimizer, points: list[tuple[int, int]], timing: Timing
-) -> list[Record]:
-    """Step time of each contender (not the reference) at each (tensors, params) point.
+#: The size sweep's largest model, by device type: 16.8M parameters, where a CPU is long
+#: past its caches; on a GPU, 268M, where a step takes milliseconds and the host's
+#: overhead no longer hides the memory bandwidth.
+SWEEP_LARGEST = {"cpu": 2**24, "cuda": 2**28}
 
-    Every tensor of a point has ``params // tensors`` elements.
+
+def sweep(
+    kind: str,
+    optimizer: Optimizer,
+    points: list[tuple[int, int]],
+    timing: Timing,
+    compiled: bool = False,
+) -> list[Record]:
+    """Step time of each contender (not the reference; the compiled path if ``compiled``)
+    at each (tensors, params) point. Every tensor of a point has ``params // tensors``
+    elements; a point whose tensors do not fit in the device's free memory is skipped.
     """
     records = []
+    contenders = optimizer.contenders(reference=False, compiled=compiled)
     for n_tensors, n_params in points:
         shapes = [(n_params // n_tensors,)] * n_tensors
+        needed = 16 * numel(shapes) * len(contenders)  # float32 p, g and 2 states each
+        free = memory.available_bytes(timing.device)
+        if free is not None and needed > free:
+            timing.say(f"  skipping {n_params} parameters: needs ~{needed / 2**30:.1f} GiB")
+            continue
         values = random_tensors(shapes, timing.seed, timing.device)
         grads = random_tensors(shapes, timing.seed + 1, timing.device)
-        built = build(optimizer.contenders(reference=False), values, grads, timing)
+        built = build(contenders, values, grads, timing)
         del values, grads
         samples = timing.round_robin({label: opt.step for label, opt in built.items()})
         for label, sample in samples.items():
@@ -304,6 +319,23 @@ def host_overhead(
 # -- everything -------------------------------------------------------------------------------
 
 
+#: ``--quick``: every optimizer in float32 and bfloat16 on the set where the tensor count
+#: decides (many-small, also Muon's) and on the one where the memory bandwidth does (llm),
+#: and the host overhead; each against the fastest torch variants only (foreach, fused)
+#: and minioptim's default and compiled paths. Sized for an H100/H200: about 40 s with a
+#: warm compiler cache, 90 s with a cold one (estimated from an H200's timings).
+QUICK: dict[str, Any] = dict(
+    suites=("steps", "host-overhead"),
+    sets=("many-small", "llm"),
+    optimizers=tuple(OPTIMIZERS),
+    dtypes=("float32", "bfloat16"),
+    repeats=5,
+    warmup=1,
+    reference=False,
+    torch_variants=("foreach", "fused"),
+)
+
+
 def run(
     sets: Iterable[str] = tuple(cases.SETS),
     optimizers: Iterable[str] = tuple(OPTIMIZERS),
@@ -314,8 +346,12 @@ def run(
     scale: float = 1.0,
     device: str | None = None,
     dtypes: Iterable[str] = ("float32",),
+    reference: bool = True,
+    compiled: bool = True,
+    torch_variants: tuple[str, ...] = (),
     triad_elements: int = 2**26,
     verbose: bool = True,
+    keep: Callable[[Record], Any] | None = None,
 ) -> list[Record]:
     """Run the ``suites`` and return their records, after two that describe the run.
 
@@ -325,6 +361,14 @@ def run(
     sets of matrices only); ``zero-grad`` runs on every set; ``sweeps`` times Adam (or the
     first element-wise optimizer given), ``host-overhead`` every element-wise one;
     ``training`` is one case, shrunk with ``scale``.
+
+    The contenders of ``steps`` and ``sweeps``: minioptim's default path, its reference
+    path (``reference``) and its compiled path (``compiled``, element-wise optimizers),
+    and torch's variants (those ending with a word of ``torch_variants``, or all).
+
+    ``keep`` is called with each record as soon as it is measured (the command line
+    appends it to a file), so an interrupted run leaves what it measured; progress goes
+    to stderr unless ``verbose=False``.
     """
     sets, optimizers, suites = list(sets), list(optimizers), list(suites)
     for names, known in ((sets, cases.SETS), (optimizers, OPTIMIZERS), (suites, SUITES)):
@@ -333,11 +377,23 @@ def run(
             raise ValueError(f"unknown {sorted(unknown)}; choose from {', '.join(known)}")
     timing = Timing(device or default_device(), repeats, warmup, verbose=verbose)
     elementwise = [OPTIMIZERS[name] for name in optimizers if not OPTIMIZERS[name].matrices]
+    records: list[Record] = []
+    began = time.perf_counter()
+
+    def add(new: list[Record]) -> None:
+        for record in new:
+            records.append(record)
+            if keep is not None:
+                keep(record)
+
+    def say(message: str) -> None:
+        timing.say(f"[{time.perf_counter() - began:5.0f} s] {message}")
+
     with frozen_heap():
         found = bandwidth(timing.device, triad_elements)
         copy_gbps = found["copy"] / 1e9
-        timing.say(f"copy {copy_gbps:.1f} GB/s, triad {found['triad'] / 1e9:.1f} GB/s")
-        records: list[Record] = [
+        say(f"copy {copy_gbps:.1f} GB/s, triad {found['triad'] / 1e9:.1f} GB/s")
+        add([
             dict(kind="environment", **environment(timing.device), scale=scale, repeats=repeats),
             dict(
                 kind="bandwidth",
@@ -345,31 +401,47 @@ def run(
                 triad_gbps=found["triad"] / 1e9,
                 elements=triad_elements,
             ),
+        ])  # fmt: skip
+        comparisons = [
+            (set_name, dtype, name)
+            for set_name in sets
+            for dtype in dtypes
+            for name in (optimizers if "steps" in suites else ())
+            if cases.SETS[set_name].matrices or not OPTIMIZERS[name].matrices  # Muon
         ]
+        done = 0
         for set_name in sets:
-            parameter_set = cases.SETS[set_name]
-            shapes = cases.scaled(parameter_set.shapes(), scale)
-            for name, dtype in itertools.product(optimizers if "steps" in suites else (), dtypes):
-                if OPTIMIZERS[name].matrices and not parameter_set.matrices:
-                    continue  # Muon takes matrices only
-                timing.say(f"{set_name}: {name} {dtype}")
-                dtype = getattr(torch, dtype)
-                records += steps(set_name, shapes, OPTIMIZERS[name], timing, copy_gbps, dtype)
+            shapes = cases.scaled(cases.SETS[set_name].shapes(), scale)
+            for dtype in dtypes:
+                names = [n for s, d, n in comparisons if (s, d) == (set_name, dtype)]
+                if not names:
+                    continue
+                values = random_tensors(shapes, timing.seed, timing.device, getattr(torch, dtype))
+                grads = random_tensors(shapes, timing.seed + 1, timing.device, values[0].dtype)
+                for name in names:
+                    done += 1
+                    say(f"({done}/{len(comparisons)}) {set_name}: {name} {dtype}")
+                    optimizer = OPTIMIZERS[name]
+                    racing = optimizer.contenders(reference, torch_variants, compiled)
+                    add(steps(set_name, values, grads, optimizer, timing, copy_gbps, racing))
+                del values, grads
             if "zero-grad" in suites:
-                timing.say(f"{set_name}: zero_grad")
-                records += zero_grad(set_name, shapes, timing)
+                say(f"{set_name}: zero_grad")
+                add(zero_grad(set_name, shapes, timing))
         if "sweeps" in suites and elementwise:
             main = OPTIMIZERS["adam"] if "adam" in optimizers else elementwise[0]
-            timing.say(f"sweeps: {main.name}")
-            records += sweep("sweep_tensors", main, tensor_count_points(scale), timing)
-            records += sweep("sweep_size", main, size_points(scale), timing)
+            largest = SWEEP_LARGEST.get(torch.device(timing.device).type, 2**24)
+            say(f"sweeps: {main.name}")
+            add(sweep("sweep_tensors", main, tensor_count_points(scale), timing, compiled))
+            add(sweep("sweep_size", main, size_points(scale, largest), timing, compiled))
         if "training" in suites:
             case = training.TrainingCase.at(scale)
-            timing.say(f"training: {case}")
-            records += training.suite(case, timing)
+            say(f"training: {case}")
+            add(training.suite(case, timing))
         for optimizer in elementwise if "host-overhead" in suites else ():
-            timing.say(f"host overhead: {optimizer.name}")
-            records += host_overhead(optimizer, timing)
+            say(f"host overhead: {optimizer.name}")
+            add(host_overhead(optimizer, timing, HOST_COUNTS))
+    say("done")
     return records
 
 
