@@ -572,8 +572,8 @@ MUTANTS = [
     ),
     M(
         "layout.py",
-        "flat[start:stop].view(end - first, *shape)",
-        "flat[start:stop].reshape(end - first, *shape).clone()",
+        "return flat[start:stop].view(len(indices), *shape)",
+        "return flat[start:stop].reshape(len(indices), *shape).clone()",
         "Layout.by_shape: copies instead of views (writes lost)",
     ),
     M(
@@ -581,6 +581,24 @@ MUTANTS = [
         "ids.repeat_interleave(self.sizes, output_size=self.numel)",
         "ids.repeat(self.numel // len(self) + 1)[: self.numel]",
         "Layout.segment_ids: tiles the ids instead of repeating each (sum, norm, expand)",
+    ),
+    M(
+        "layout.py",
+        "while end < len(self) and self.param_shapes[end] == self.param_shapes[first]:",
+        "while end < len(self) and self.shapes[end] == self.shapes[first]:",
+        "Layout.by_shape of a state: batches by the state's shapes, not the parameters' (issue 18)",
+    ),
+    M(
+        "state.py",
+        "if self.when is not None and not self.when(param_shape):",
+        "if False:",
+        "State(when=...): every parameter keeps the state (issue 18)",
+    ),
+    M(
+        "base.py",
+        "        return self.step_in_state\n",
+        "        return True\n",
+        "keeps_step: every group shows a step entry (issue 18)",
     ),
     # -- base.py: stepping, routing, guardrails ---------------------------------------------
     M(
@@ -646,7 +664,7 @@ MUTANTS = [
     ),
     M(
         "base.py",
-        "if new and (specs or self.step_in_state):",
+        "if new and (specs or self.keeps_step(group)):",
         "if new and specs:",
         "step: a stateless rule with step_in_state publishes no step",
     ),
@@ -683,13 +701,13 @@ MUTANTS = [
     ),
     M(
         "base.py",
-        "        if not self.step_in_state:\n            steps = self._steps_by_param()",
-        "        if self.step_in_state:\n            steps = self._steps_by_param()",
+        "for i, (group, p) in numbered if not self.keeps_step(group)]",
+        "for i, (group, p) in numbered if self.keeps_step(group)]",
         "state_dict: step counts of optimizers without state['step'] not saved",
     ),
     M(
         "base.py",
-        "state_dict[SAVED_STEPS] = {i: steps[id(p)] for i, p in enumerate(self._params())}",
+        "state_dict[SAVED_STEPS] = {i: steps[id(p)] for i, p in without_step}",
         "state_dict[SAVED_STEPS] = {\n"
         "                i: float(s) for i, s in enumerate(\n"
         "                    s for b in self._all_buckets() for s in b.steps\n"

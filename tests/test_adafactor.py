@@ -174,3 +174,17 @@ def test_half_precision_stays_within_an_ulp_or_two_of_torch(dtype):
         rtol=eps,
         atol=2 * eps,
     )
+
+
+def test_matrices_of_different_shapes_with_equal_row_factors_are_batched_apart():
+    """(5, 3) and (5, 7) both keep a (5, 1) row factor: the state's batches must follow
+    the parameters' shapes, not the state's, or the column factors would not line up."""
+    gen = torch.Generator().manual_seed(2)
+    tensors = [torch.randn(*s, generator=gen, dtype=torch.float64) for s in [(5, 3), (5, 7), (3,)]]
+    assert_same_trajectory(
+        lambda ps: minioptim.Adafactor(ps, lr=0.05),
+        lambda ps: torch.optim.Adafactor(ps, lr=0.05, foreach=False),
+        tensors,
+        steps=8,
+        **TOLERANCE[torch.float64],
+    )
