@@ -156,7 +156,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self.impl = "fast" if impl == "fast" or (impl == "auto" and has_fast_path) else "reference"
         if impl == "compiled":
             self.impl = "compiled"
-        self.auto = impl == "auto"
+        self.auto = impl == "auto"  # the path may depend on the device (AUTO_COMPILED)
         self._check_update_signatures()
         self._buckets: list[list[FlatBuffer]] = []  # per param group, one per (device, dtype)
         if isinstance(params, torch.Tensor):
@@ -383,6 +383,17 @@ class FusedOptimizer(torch.optim.Optimizer):
             clip_grad_norm_(grads, group["max_grad_norm"])
         return None
 
+    @property
+    def impl(self) -> str:
+        """The path this optimizer runs: ``"reference"``, ``"fast"`` or ``"compiled"`` (what
+        ``impl="auto"`` chose on a CPU). Setting it chooses that path on every device."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, value: str) -> None:
+        self._impl = value
+        self.auto = False
+
     @classmethod
     def _overrides(cls, name: str) -> bool:
         """Whether this class has its own ``name`` method, not the base class's."""
@@ -589,7 +600,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         # (which have storage of their own) at the first step.
         return {
             **super().__getstate__(),
-            "impl": self.impl,
+            "_impl": self._impl,
             "auto": self.auto,
             "_buckets": self._buckets,
             "_on_cuda": self._on_cuda,

@@ -722,7 +722,7 @@ MUTANTS = [
     ),
     M(
         "base.py",
-        '            "impl": self.impl,\n',
+        '            "_impl": self._impl,\n',
         "",
         "__getstate__: impl lost by deepcopy",
     ),

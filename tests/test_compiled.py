@@ -11,6 +11,7 @@ bfloat16 bits, and after 6 steps the parameters differ by up to 1.8e-3 (measured
 its bound is 4e-3.
 """
 
+import copy
 import warnings
 
 import pytest
@@ -166,6 +167,30 @@ def test_auto_compiles_on_the_devices_listed_and_elsewhere_takes_the_fast_path(m
     assert auto_adam_and_muon(monkeypatch, minioptim.base.AUTO_COMPILED) == set()
     assert auto_adam_and_muon(monkeypatch, {"cpu": "torch"}) == {"adam_"}
     assert auto_adam_and_muon(monkeypatch, {"cpu": "no_such_compiler_package"}) == set()
+
+
+def test_an_impl_set_after_construction_holds_on_every_device(monkeypatch):
+    """optimizer.impl = "fast" (or "reference") chooses that path on a device where
+    impl="auto" would compile, and survives copy.deepcopy."""
+    monkeypatch.setattr(minioptim.base, "AUTO_COMPILED", {"cpu": "torch"})  # as on CUDA
+    compiled_calls = []
+    real = minioptim.base.compiled
+
+    def spy(function, method=False):
+        compiled_calls.append(function.__name__)
+        return real(function, method)
+
+    monkeypatch.setattr(minioptim.base, "compiled", spy)
+    param = torch.randn(4, 3, requires_grad=True)
+    optimizer = minioptim.Adam([param])
+    optimizer.impl = "fast"
+    for copy_or_not in (lambda o: o, copy.deepcopy):
+        stepped = copy_or_not(optimizer)
+        for p in stepped.param_groups[0]["params"]:
+            p.grad = torch.ones_like(p)
+        stepped.step()
+        assert stepped.impl == "fast" and not stepped.auto
+    assert compiled_calls == []
 
 
 class Unfusable(minioptim.FusedOptimizer):
