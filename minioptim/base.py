@@ -43,6 +43,12 @@ SAVED_STEPS = "minioptim_steps"  # state_dict() key of the step counts, if not i
 #: torch's fused kernel 83 % (README, "Which path impl='auto' takes"); on a CPU the fused
 #: kernels were as fast or faster, and a CPU install needs no compiler.
 AUTO_COMPILED = {"cuda": "triton"}
+SHARDED_CLIPPING = (
+    "{owner}: max_grad_norm under FSDP2 would clip each process's shards by the norm of "
+    "its own shards, not by the model's norm. Leave max_grad_norm unset and clip before "
+    "step() with torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm), which "
+    "computes the global norm of sharded gradients"
+)
 CAPTURE_ERROR = (
     "{owner}.step() was called while a CUDA graph is being captured. minioptim computes "
     "step-dependent values (bias corrections, the first step's initialisation) on the host, "
@@ -354,6 +360,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             runs = [(bucket, run) for bucket in buckets
                     for run in bucket.runs(bucket.check_bindings(owner))]  # fmt: skip
             extra = None
+            if group.get("max_grad_norm") is not None and any(b.sharded for b in buckets):
+                raise RuntimeError(SHARDED_CLIPPING.format(owner=owner))
             if group.get("max_grad_norm") is not None or self._overrides("prepare"):
                 extra = self.prepare(group, [bucket.grad[r.start : r.stop] for bucket, r in runs])
             for bucket, run in runs:

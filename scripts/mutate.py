@@ -173,7 +173,7 @@ def ordered(files: list[str], first: list[str]) -> list[str]:
 
 def make_copy(destination: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", ".hypothesis", "*.pyc", "book")
-    for name in ("minioptim", "tests", "scripts"):
+    for name in ("minioptim", "tests", "scripts", "examples"):
         shutil.copytree(ROOT / name, destination / name, ignore=ignore)
     shutil.copy2(ROOT / "pyproject.toml", destination / "pyproject.toml")
 

@@ -229,6 +229,11 @@ def refusals(rank: int, out_dir: Path) -> dict:
     cases = {
         "layout rule": (PerTensorNormalized, shard(make_model()), batch(0)),
         "Muon by columns": (minioptim.Muon, by_columns, torch.ones(2, 8)),
+        "clipping shards": (
+            lambda ps: minioptim.AdamW(ps, max_grad_norm=1.0),
+            shard(make_model()),
+            batch(0),
+        ),
     }
     errors = {}
     for name, (make, model, x) in cases.items():
@@ -372,12 +377,14 @@ def test_a_single_process_checkpoint_resumes_sharded(ranks):
         assert_trajectories_equal(resumed, results["single uninterrupted"], EXACT)
 
 
-def test_other_layout_rules_and_column_shards_are_refused(ranks):
+def test_what_cannot_run_on_shards_is_refused(ranks):
     for results in results_of(ranks, "refusals"):
         assert "needs whole tensors" in results["layout rule"]
         assert "handles shards (Muon)" in results["layout rule"]
         assert "sharded by rows" in results["Muon by columns"]
         assert "Shard(dim=1)" in results["Muon by columns"]
+        # a shard's norm is not the model's: clipping inside the optimizer is refused
+        assert "clip_grad_norm_(model.parameters()" in results["clipping shards"]
 
 
 def test_measure_script_runs():
