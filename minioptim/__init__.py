@@ -17,7 +17,7 @@ from .sgd import SGD
 from .sign_sgd import SignSGD
 from .state import State
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = [
     "SGD",
     "Adafactor",
