@@ -51,9 +51,7 @@ IGNORED_PATHS = {"/favicon.ico"}
 # Tables still wider than a phone's column, by page, each named by its first cell: they
 # hide columns behind a sideways scroll. Fix the table, then delete its entry (the test
 # fails while an entry is out of date).
-KNOWN_WIDE_TABLES = {
-    "book/05_fused_optimizers.html": ["update"],
-}
+KNOWN_WIDE_TABLES: dict[str, list[str]] = {}
 
 # Console errors that are known and harmless; delete an entry once the book avoids it.
 KNOWN_CONSOLE_ERRORS = [
