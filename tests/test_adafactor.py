@@ -188,3 +188,19 @@ def test_matrices_of_different_shapes_with_equal_row_factors_are_batched_apart()
         steps=8,
         **TOLERANCE[torch.float64],
     )
+
+
+def test_a_states_by_shape_follows_the_parameters_shapes():
+    """Row factors of (5, 3) and (5, 7) matrices have one shape, (5, 1), but belong to
+    parameters of two shapes: two batches, each lined up with its parameters'."""
+    params = [torch.randn(5, 3, requires_grad=True), torch.randn(5, 7, requires_grad=True)]
+    optimizer = minioptim.Adafactor(params)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    bucket = optimizer.buckets[0][0]
+    batches = bucket.layout().of("row_var").by_shape(bucket.state["row_var"])
+    assert [(tuple(shape), indices) for shape, indices, _ in batches] == [
+        ((5, 1), range(0, 1)),
+        ((5, 1), range(1, 2)),
+    ]
