@@ -11,6 +11,7 @@ from .base import FusedOptimizer
 from .layout import Layout
 from .lion import Lion
 from .muon import Muon
+from .precision import Precision
 from .sgd import SGD
 from .sign_sgd import SignSGD
 from .state import State
@@ -25,6 +26,7 @@ __all__ = [
     "Muon",
     "FusedOptimizer",
     "Layout",
+    "Precision",
     "State",
     "__version__",
 ]

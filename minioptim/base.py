@@ -27,6 +27,9 @@ from .compiled import compiled
 from .flat import DTensor, FlatBuffer, Run, unmovable
 from .functional import clip_grad_norm_
 from .layout import Layout
+from .precision import NAMES as PRECISION_NAMES
+from .precision import SAVED as SAVED_PRECISION
+from .precision import Precision, compiled_fused, drop_unused, restore_uncast, salt
 from .rule import Rule
 from .sharded import ShardedBuffer
 from .state import State, StateSlices, declare
@@ -92,6 +95,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     max_grad_norm:
         If set, the gradients of each group are clipped to this total norm before its
         updates (:meth:`prepare`); it becomes a default of every group.
+    precision:
+        How float16/bfloat16 parameters are updated: ``"plain"`` (default), ``"master"``
+        (float32 master weights), ``"stochastic"`` (stochastic rounding), ``"kahan"``
+        (compensated updates), or a :class:`~minioptim.Precision`; see
+        :mod:`minioptim.precision`. :meth:`update` is the same in every mode.
     """
 
     #: Whether ``state_dict()`` shows a ``"step"`` entry per parameter (Adam does, SGD not).
@@ -124,7 +132,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         *,
         impl: str = "auto",
         max_grad_norm: float | None = None,
+        precision: str | Precision = "plain",
     ) -> None:
+        self.precision = Precision.of(precision)
         if max_grad_norm is not None:
             defaults = {**defaults, "max_grad_norm": max_grad_norm}
         if impl not in IMPLEMENTATIONS:
@@ -245,6 +255,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             by_kind.setdefault((p.device, p.dtype, kind), []).append(p)
         with torch.no_grad():
             self._buckets.append([kind(ps) for (_, _, kind), ps in by_kind.items()])
+        for b, bucket in enumerate(self._buckets[-1]):
+            self.precision.attach(bucket, salt(len(self._buckets) - 1, b))
         self._on_cuda = any(bucket.device.type == "cuda" for bucket in self._all_buckets())
 
     def _check_params(self, params: list) -> None:
@@ -320,19 +332,24 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._check_groups()
         self._sync_state_edits()
         for group, buckets in zip(self.param_groups, self._buckets, strict=True):
-            specs = declare(self.state_names(group), owner)
+            specs = self._declare(group, owner)
             runs = [(bucket, run) for bucket in buckets
                     for run in bucket.runs(bucket.check_bindings(owner))]  # fmt: skip
             extra = None
             if group.get("max_grad_norm") is not None or self._overrides("prepare"):
                 extra = self.prepare(group, [bucket.grad[r.start : r.stop] for bucket, r in runs])
             seen = {**group, **extra} if extra else group
+            for bucket in buckets:
+                self.precision.sync(bucket)
             for bucket, run in runs:
-                state, new = bucket.run_state(specs, run)
+                bucket_specs = specs + self.precision.specs(bucket.dtype)
+                state, new = bucket.run_state(bucket_specs, run)
                 self._update_run(seen, bucket, run, state)
                 bucket.finish(run)
-                if new and (specs or self.step_in_state):
-                    bucket.publish(self.state, specs, run, self.step_in_state)
+                if new and (bucket_specs or self.step_in_state):
+                    bucket.publish(self.state, bucket_specs, run, self.step_in_state)
+            for bucket in buckets:
+                self.precision.record(bucket)
         self.state.edited = False  # publish wrote the entries, not the user
         return loss
 
@@ -353,6 +370,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         if group.get("max_grad_norm") is not None and grads:
             clip_grad_norm_(grads, group["max_grad_norm"])
         return None
+
+    def _declare(self, group: dict[str, Any], owner: str) -> tuple[State, ...]:
+        """The rule's state specs for ``group`` (a precision mode adds its own per bucket)."""
+        specs = declare(self.state_names(group), owner)
+        self.precision.check_names(specs, owner)
+        return specs
 
     @classmethod
     def _overrides(cls, name: str) -> bool:
@@ -395,13 +418,17 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _update_run(
         self, group: dict[str, Any], bucket: FlatBuffer, run: Run, state: dict[str, Any]
     ) -> None:
-        """Call the rule on one run, and check that it worked in place."""
-        fast = self.impl == "fast" and bucket.dtype in self._fast_dtypes_on(bucket.device)
+        """Call the rule on one run, and check that it worked in place.
+
+        Under a precision mode (half-precision buckets only) the rule runs on float32
+        working tensors, in pieces for an elementwise built-in rule, and each piece's
+        result is rounded back (:meth:`minioptim.precision.Precision.pieces`).
+        """
+        precise = self.precision.applies(bucket.dtype)
+        dtype = torch.float32 if precise else bucket.dtype
+        fast = self.impl == "fast" and dtype in self._fast_dtypes_on(bucket.device)
         method = "fast_update" if fast else "update"
         update = self._compiled_update() if self.impl == "compiled" else getattr(self, method)
-        param = bucket.param[run.start : run.stop]
-        grad = bucket.grad[run.start : run.stop]
-        slices = StateSlices(state, type(self).__name__)
         extra = {}
         if self._needs_layout(method):
             if bucket.sharded:
@@ -412,9 +439,32 @@ class FusedOptimizer(torch.optim.Optimizer):
                     "element-wise (SGD, Adam, AdamW, SignSGD, Lion)."
                 )
             extra["layout"] = bucket.layout(run.first, run.end)
+        if not precise:
+            param = bucket.param[run.start : run.stop]
+            grad = bucket.grad[run.start : run.stop]
+            self._call_rule(update, method, group, param, grad, state, run.step, extra)
+            return
+        if self.impl == "compiled":  # casts, rule and rounding: one generated kernel
+            names = tuple(k for k in state if k not in PRECISION_NAMES)
+            wrap = functools.partial(compiled_fused, mode=self.precision.mode, names=names)
+            param = bucket.param[run.start : run.stop]
+            grad = bucket.grad[run.start : run.stop]
+            fused_state = self.precision.fused_state(bucket, run, state)
+            self._call_rule(self._compiled_update(wrap), method, group, param, grad,
+                            fused_state, run.step, extra)  # fmt: skip
+            return
+        elementwise = not extra and self.rule is not None and not (
+            self._overrides("update") or self._overrides("fast_update"))  # fmt: skip
+        for work in self.precision.pieces(bucket, run, state, chunked=elementwise):
+            self._call_rule(update, method, group, work.param, work.grad, work.state,
+                            run.step, extra)  # fmt: skip
+            work.finish()
+
+    def _call_rule(self, update, method, group, param, grad, state, step, extra) -> None:
+        slices = StateSlices(state, type(self).__name__)
         version, grad_version = param._version, grad._version
         pointers = {key: tensor.data_ptr() for key, tensor in state.items()}
-        result = update(group, param, grad, slices, run.step, **extra)
+        result = update(group, param, grad, slices, step, **extra)
         self._check_in_place(f"{type(self).__name__}.{method}()", result, param, version,
                              grad, grad_version, state, slices, pointers)  # fmt: skip
 
@@ -451,13 +501,18 @@ class FusedOptimizer(torch.optim.Optimizer):
                 "sets allow_unchanged_params = True.)"
             )
 
-    def _compiled_update(self) -> Callable[..., None]:
+    def _compiled_update(self, wrap: Callable | None = None) -> Callable[..., None]:
         """``update`` with its rule compiled (see :mod:`minioptim.compiled`): a built-in's
-        reference function, or the class's own ``update`` function."""
+        reference function, or the class's own ``update`` function; ``wrap(function,
+        method=...)``, if given, compiles it with a precision mode's casts and rounding
+        around it instead (:func:`minioptim.precision.compiled_fused`)."""
         if not self._overrides("update") and self.rule is not None:
-            rule = compiled(self.rule.reference)
+            function = self.rule.reference
+            rule = compiled(function) if wrap is None else wrap(function, method=False)
             return functools.partial(self.rule, rule)
-        return functools.partial(compiled(type(self).update, method=True), self)
+        function = type(self).update
+        rule = compiled(function, method=True) if wrap is None else wrap(function, method=True)
+        return functools.partial(rule, self)
 
     def _fast_dtypes_on(self, device: torch.device) -> tuple[torch.dtype, ...]:
         if device.type == "cuda" and self.cuda_fast_dtypes is not None:
@@ -529,6 +584,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         return {
             **super().__getstate__(),
             "impl": self.impl,
+            "precision": self.precision,
             "_buckets": self._buckets,
             "_on_cuda": self._on_cuda,
         }
@@ -549,15 +605,22 @@ class FusedOptimizer(torch.optim.Optimizer):
         if not self.step_in_state:
             steps = self._steps_by_param()
             state_dict[SAVED_STEPS] = {i: steps[id(p)] for i, p in enumerate(self._params())}
+        if self.precision.mode != "plain":
+            state_dict[SAVED_PRECISION] = self.precision.saved()
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict of this class or of the matching torch.optim optimizer.
 
         torch.optim's loader matches parameters by position and casts state to each
-        parameter's device and dtype; the values are then copied into the flat state.
+        parameter's device and dtype; the values are then copied into the flat state
+        (where a precision mode keeps state in float32, from the uncast values). A
+        checkpoint saved with stochastic rounding gives its seed to this optimizer.
         """
         super().load_state_dict(state_dict)
+        self.precision = self.precision.loaded(state_dict.get(SAVED_PRECISION))
+        restore_uncast(self, state_dict)
+        drop_unused(self, state_dict)
         params = self._params()
         saved = {id(params[int(i)]): s for i, s in state_dict.get(SAVED_STEPS, {}).items()}
         for group in self.param_groups:
@@ -575,13 +638,18 @@ class FusedOptimizer(torch.optim.Optimizer):
         owner = type(self).__name__
         with torch.no_grad():
             for group, buckets in zip(self.param_groups, self._buckets, strict=True):
-                specs = declare(self.state_names(group), owner)
-                if edited and not specs and not self.step_in_state:
-                    continue  # a stateless rule keeps no entries to edit, as in torch.optim
+                specs = self._declare(group, owner)
                 for bucket in buckets:
+                    bucket_specs = specs + self.precision.specs(bucket.dtype)
+                    if edited and not bucket_specs and not self.step_in_state:
+                        continue  # a stateless rule keeps no entries to edit, as in torch.optim
+                    if edited:
+                        self.precision.complete(self.state, bucket)
                     counts = zip(bucket.params, bucket.steps.tolist(), strict=True)
                     steps = [saved_step(p, n) for p, n in counts]
-                    bucket.adopt(self.state, specs, self.step_in_state, steps, edited=edited)
+                    bucket.adopt(self.state, bucket_specs, self.step_in_state, steps,
+                                 edited=edited)  # fmt: skip
+                    self.precision.record(bucket, loaded=not edited)
         self.state.edited = False
 
     def _params(self) -> list[torch.Tensor]:
