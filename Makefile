@@ -77,7 +77,7 @@ CPUS := avx2:AVX2 default:SSE4_2
 EXACTNESS_TESTS := tests/test_equivalence.py tests/test_registry.py \
 	tests/test_properties.py tests/test_clients.py tests/test_clients_trainers.py \
 	tests/test_integration.py tests/test_module.py tests/test_extension_api.py \
-	tests/test_state.py tests/test_sign_sgd.py tests/test_optax.py \
+	tests/test_state.py tests/test_sign_sgd.py tests/test_optax.py tests/test_precision.py \
 	--deselect tests/test_integration.py::test_every_lr_scheduler_drives_minioptim_as_torch
 
 test-cpus: $(STAMP)

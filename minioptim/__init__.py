@@ -12,6 +12,7 @@ from .base import FusedOptimizer
 from .layout import Layout
 from .lion import Lion
 from .muon import Muon
+from .precision import Precision
 from .schedule_free import ScheduleFreeAdamW
 from .sgd import SGD
 from .sign_sgd import SignSGD
@@ -29,6 +30,7 @@ __all__ = [
     "ScheduleFreeAdamW",
     "FusedOptimizer",
     "Layout",
+    "Precision",
     "State",
     "__version__",
 ]

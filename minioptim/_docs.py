@@ -22,17 +22,27 @@ MAX_GRAD_NORM = """max_grad_norm:
         would (to float rounding): one reduction per bucket. Default ``None``: no clipping.
         See :meth:`~minioptim.FusedOptimizer.prepare`."""
 
+PRECISION = """precision:
+        How float16/bfloat16 parameters are updated (float32 and float64 ones ignore it):
+        ``"plain"`` (default; in the parameters' dtype, so an update below half a unit in
+        the last place is lost), ``"master"`` (float32 master weights and state; the
+        parameters get the rounded result), ``"stochastic"`` (stochastic rounding,
+        unbiased, seeded, no extra memory), ``"kahan"`` (a half-precision compensation
+        buffer), or a :class:`~minioptim.Precision` (seed, state dtype). See
+        :mod:`minioptim.precision`."""
+
 TENSOR_LR = """``lr`` may be a Python number or a 1-element tensor, as in torch.optim."""
 
 
 def fill(cls: type) -> type:
     """Class decorator: put the shared paragraphs into the docstring's ``{params}``,
-    ``{impl}``, ``{max_grad_norm}``, ``{compat}`` and ``{tensor_lr}`` (plain replacement:
-    the math keeps its braces)."""
+    ``{impl}``, ``{max_grad_norm}``, ``{precision}``, ``{compat}`` and ``{tensor_lr}``
+    (plain replacement: the math keeps its braces)."""
     shared = {
         "{params}": PARAMS,
         "{impl}": IMPL,
         "{max_grad_norm}": MAX_GRAD_NORM,
+        "{precision}": PRECISION,
         "{compat}": COMPAT,
         "{tensor_lr}": TENSOR_LR,
     }

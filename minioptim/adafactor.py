@@ -9,6 +9,7 @@ import torch
 from . import _checks, _docs
 from .base import FusedOptimizer, Params
 from .layout import Layout
+from .precision import Precision
 from .state import State
 
 
@@ -57,6 +58,7 @@ class Adafactor(FusedOptimizer):
         Accepted for compatibility with torch.optim; changes nothing.
     {impl}
     {max_grad_norm}
+    {precision}
 
     Examples
     --------
@@ -86,6 +88,7 @@ class Adafactor(FusedOptimizer):
         maximize: bool = False,
         impl: str = "auto",
         max_grad_norm: float | None = None,
+        precision: str | Precision = "plain",
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -96,7 +99,9 @@ class Adafactor(FusedOptimizer):
             foreach=foreach,
             maximize=maximize,
         )
-        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
+        super().__init__(
+            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+        )
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "weight_decay")

@@ -7,6 +7,7 @@ from typing import Any
 from . import _checks, _docs
 from .base import FLOAT_DTYPES, FusedOptimizer, Params
 from .functional import adam_, fused_adam_
+from .precision import Precision
 from .rule import Rule
 
 
@@ -29,6 +30,7 @@ class Adam(FusedOptimizer):
     {compat}
     {impl}
     {max_grad_norm}
+    {precision}
 
     Examples
     --------
@@ -61,6 +63,7 @@ class Adam(FusedOptimizer):
         decoupled_weight_decay: bool = False,
         impl: str = "auto",
         max_grad_norm: float | None = None,
+        precision: str | Precision = "plain",
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -75,7 +78,9 @@ class Adam(FusedOptimizer):
             fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
+        super().__init__(
+            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+        )
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "eps", "weight_decay")
@@ -116,6 +121,7 @@ class AdamW(Adam):
         fused: bool | None = None,
         impl: str = "auto",
         max_grad_norm: float | None = None,
+        precision: str | Precision = "plain",
     ) -> None:
         super().__init__(
             params,
@@ -132,6 +138,7 @@ class AdamW(Adam):
             decoupled_weight_decay=True,
             impl=impl,
             max_grad_norm=max_grad_norm,
+            precision=precision,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -28,6 +28,9 @@ from .compiled import CompiledRule, as_tensor, compiled
 from .flat import DTensor, FlatBuffer, Run, unmovable
 from .functional import clip_grad_norm_
 from .layout import Layout
+from .precision import NAMES as PRECISION_NAMES
+from .precision import SAVED as SAVED_PRECISION
+from .precision import Precision, compiled_fused, drop_unused, restore_uncast, salt
 from .rule import Rule
 from .sharded import ShardedBuffer
 from .state import State, StateSlices, declare
@@ -112,6 +115,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     max_grad_norm:
         If set, the gradients of each group are clipped to this total norm before its
         updates (:meth:`prepare`); it becomes a default of every group.
+    precision:
+        How float16/bfloat16 parameters are updated: ``"plain"`` (default), ``"master"``
+        (float32 master weights), ``"stochastic"`` (stochastic rounding), ``"kahan"``
+        (compensated updates), or a :class:`~minioptim.Precision`; see
+        :mod:`minioptim.precision`. :meth:`update` is the same in every mode.
     """
 
     #: Whether ``state_dict()`` shows a ``"step"`` entry per parameter (Adam does, SGD not).
@@ -150,7 +158,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         *,
         impl: str = "auto",
         max_grad_norm: float | None = None,
+        precision: str | Precision = "plain",
     ) -> None:
+        self.precision = Precision.of(precision)
         if max_grad_norm is not None:
             defaults = {**defaults, "max_grad_norm": max_grad_norm}
         if impl not in IMPLEMENTATIONS:
@@ -281,6 +291,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             by_kind.setdefault((p.device, p.dtype, kind), []).append(p)
         with torch.no_grad():
             self._buckets.append([kind(ps) for (_, _, kind), ps in by_kind.items()])
+        for b, bucket in enumerate(self._buckets[-1]):
+            self.precision.attach(bucket, salt(len(self._buckets) - 1, b))
         self._on_cuda = any(bucket.device.type == "cuda" for bucket in self._all_buckets())
 
     def _check_params(self, params: list) -> None:
@@ -356,7 +368,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._check_groups()
         self._sync_state_edits()
         for group, buckets in zip(self.param_groups, self._buckets, strict=True):
-            specs = declare(self.state_names(group), owner)
+            specs = self._declare(group, owner)
             runs = [(bucket, run) for bucket in buckets
                     for run in bucket.runs(bucket.check_bindings(owner))]  # fmt: skip
             extra = None
@@ -364,12 +376,17 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise RuntimeError(SHARDED_CLIPPING.format(owner=owner))
             if group.get("max_grad_norm") is not None or self._overrides("prepare"):
                 extra = self.prepare(group, [bucket.grad[r.start : r.stop] for bucket, r in runs])
+            for bucket in buckets:
+                self.precision.sync(bucket)
             for bucket, run in runs:
-                state, new = bucket.run_state(specs, run)
+                bucket_specs = specs + self.precision.specs(bucket.dtype)
+                state, new = bucket.run_state(bucket_specs, run)
                 self._update_run(group, extra, bucket, run, state)
                 bucket.finish(run)
-                if new and (specs or self.keeps_step(group)):
-                    bucket.publish(self.state, specs, run, self.keeps_step(group))
+                if new and (bucket_specs or self.keeps_step(group)):
+                    bucket.publish(self.state, bucket_specs, run, self.keeps_step(group))
+            for bucket in buckets:
+                self.precision.record(bucket)
         self.state.edited = False  # publish wrote the entries, not the user
         return loss
 
@@ -390,6 +407,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         if group.get("max_grad_norm") is not None and grads:
             clip_grad_norm_(grads, group["max_grad_norm"])
         return None
+
+    def _declare(self, group: dict[str, Any], owner: str) -> tuple[State, ...]:
+        """The rule's state specs for ``group`` (a precision mode adds its own per bucket)."""
+        specs = declare(self.state_names(group), owner)
+        self.precision.check_names(specs, owner)
+        return specs
 
     @property
     def impl(self) -> str:
@@ -443,27 +466,30 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _update_run(
         self,
         group: dict[str, Any],
-        extra: dict[str, Any] | None,
+        prepared: dict[str, Any] | None,
         bucket: FlatBuffer,
         run: Run,
         state: dict[str, Any],
     ) -> None:
         """Call the rule on one run, and check that it worked in place.
 
-        ``extra`` is what :meth:`prepare` returned for this step; the rule reads it from
+        ``prepared`` is what :meth:`prepare` returned for this step; the rule reads it from
         its ``group`` argument (compiled, as 0-d tensors: graph inputs, not constants).
+
+        Under a precision mode (half-precision buckets only) the rule runs on float32
+        working tensors, in pieces for an elementwise built-in rule, and each piece's
+        result is rounded back (:meth:`minioptim.precision.Precision.pieces`).
         """
-        fast = self.impl == "fast" and bucket.dtype in self._fast_dtypes_on(bucket.device)
+        precise = self.precision.applies(bucket.dtype)
+        dtype = torch.float32 if precise else bucket.dtype
+        fast = self.impl == "fast" and dtype in self._fast_dtypes_on(bucket.device)
         compiled = self.impl == "compiled" or self._auto_compiles(bucket.device)
         method = "fast_update" if fast and not compiled else "update"
         update = self._compiled_update() if compiled else getattr(self, method)
-        if extra:
+        if prepared:
             if compiled:
-                extra = {key: as_tensor(value, bucket.device) for key, value in extra.items()}
-            group = {**group, **extra}
-        param = bucket.param[run.start : run.stop]
-        grad = bucket.grad[run.start : run.stop]
-        slices = StateSlices(state, type(self).__name__)
+                prepared = {key: as_tensor(value, bucket.device) for key, value in prepared.items()}
+            group = {**group, **prepared}
         extra = {}
         if self._needs_layout(method):
             if bucket.sharded and not self.handles_shards:
@@ -474,9 +500,32 @@ class FusedOptimizer(torch.optim.Optimizer):
                     "element-wise (SGD, Adam, AdamW, SignSGD, Lion) or handles shards (Muon)."
                 )
             extra["layout"] = bucket.layout(run.first, run.end)
+        if not precise:
+            param = bucket.param[run.start : run.stop]
+            grad = bucket.grad[run.start : run.stop]
+            self._call_rule(update, method, group, param, grad, state, run.step, extra)
+            return
+        if compiled:  # casts, rule and rounding: one generated kernel
+            names = tuple(k for k in state if k not in PRECISION_NAMES)
+            wrap = functools.partial(compiled_fused, mode=self.precision.mode, names=names)
+            param = bucket.param[run.start : run.stop]
+            grad = bucket.grad[run.start : run.stop]
+            fused_state = self.precision.fused_state(bucket, run, state)
+            self._call_rule(self._compiled_update(wrap), method, group, param, grad,
+                            fused_state, run.step, extra)  # fmt: skip
+            return
+        elementwise = not extra and self.rule is not None and not (
+            self._overrides("update") or self._overrides("fast_update"))  # fmt: skip
+        for work in self.precision.pieces(bucket, run, state, chunked=elementwise):
+            self._call_rule(update, method, group, work.param, work.grad, work.state,
+                            run.step, extra)  # fmt: skip
+            work.finish()
+
+    def _call_rule(self, update, method, group, param, grad, state, step, extra) -> None:
+        slices = StateSlices(state, type(self).__name__)
         version, grad_version = param._version, grad._version
         pointers = {key: tensor.data_ptr() for key, tensor in state.items()}
-        result = update(group, param, grad, slices, run.step, **extra)
+        result = update(group, param, grad, slices, step, **extra)
         self._check_in_place(f"{type(self).__name__}.{method}()", result, param, version,
                              grad, grad_version, state, slices, pointers)  # fmt: skip
 
@@ -513,9 +562,13 @@ class FusedOptimizer(torch.optim.Optimizer):
                 "sets allow_unchanged_params = True.)"
             )
 
-    def _compiled_update(self) -> Callable[..., None]:
-        """``update`` with its rule compiled (see :mod:`minioptim.compiled`)."""
+    def _compiled_update(self, wrap: Callable | None = None) -> Callable[..., None]:
+        """``update`` with its rule compiled (see :mod:`minioptim.compiled`); ``wrap(function,
+        method=...)``, if given, compiles it with a precision mode's casts and rounding
+        around it instead (:func:`minioptim.precision.compiled_fused`)."""
         rule = self._compiled_rule()
+        if wrap is not None:
+            rule = wrap(rule.function, method=rule.method)
         return functools.partial(rule, self) if rule.method else functools.partial(self.rule, rule)
 
     def _compiled_rule(self) -> CompiledRule:
@@ -610,6 +663,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             **super().__getstate__(),
             "_impl": self._impl,
             "auto": self.auto,
+            "precision": self.precision,
             "_buckets": self._buckets,
             "_on_cuda": self._on_cuda,
         }
@@ -632,15 +686,22 @@ class FusedOptimizer(torch.optim.Optimizer):
         if without_step:
             steps = self._steps_by_param()
             state_dict[SAVED_STEPS] = {i: steps[id(p)] for i, p in without_step}
+        if self.precision.mode != "plain":
+            state_dict[SAVED_PRECISION] = self.precision.saved()
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict of this class or of the matching torch.optim optimizer.
 
         torch.optim's loader matches parameters by position and casts state to each
-        parameter's device and dtype; the values are then copied into the flat state.
+        parameter's device and dtype; the values are then copied into the flat state
+        (where a precision mode keeps state in float32, from the uncast values). A
+        checkpoint saved with stochastic rounding gives its seed to this optimizer.
         """
         super().load_state_dict(state_dict)
+        self.precision = self.precision.loaded(state_dict.get(SAVED_PRECISION))
+        restore_uncast(self, state_dict)
+        drop_unused(self, state_dict)
         params = self._params()
         saved = {id(params[int(i)]): s for i, s in state_dict.get(SAVED_STEPS, {}).items()}
         for group in self.param_groups:
@@ -658,13 +719,18 @@ class FusedOptimizer(torch.optim.Optimizer):
         owner = type(self).__name__
         with torch.no_grad():
             for group, buckets in zip(self.param_groups, self._buckets, strict=True):
-                specs = declare(self.state_names(group), owner)
-                if edited and not specs and not self.keeps_step(group):
-                    continue  # a stateless rule keeps no entries to edit, as in torch.optim
+                specs = self._declare(group, owner)
                 for bucket in buckets:
+                    bucket_specs = specs + self.precision.specs(bucket.dtype)
+                    if edited and not bucket_specs and not self.keeps_step(group):
+                        continue  # a stateless rule keeps no entries to edit, as in torch.optim
+                    if edited:
+                        self.precision.complete(self.state, bucket)
                     counts = zip(bucket.params, bucket.steps.tolist(), strict=True)
                     steps = [saved_step(p, n) for p, n in counts]
-                    bucket.adopt(self.state, specs, self.keeps_step(group), steps, edited=edited)
+                    bucket.adopt(self.state, bucket_specs, self.keeps_step(group), steps,
+                                 edited=edited)  # fmt: skip
+                    self.precision.record(bucket, loaded=not edited)
         self.state.edited = False
 
     def _params(self) -> list[torch.Tensor]:

@@ -173,6 +173,12 @@ class FlatBuffer:
         # is set to each spec's init before its first update, and again after its entry
         # was deleted; zeroing state[p]["step"] restarts the count but keeps the state.
         self.started = [False] * len(self.params)
+        # A precision mode (minioptim.precision) may keep state in another dtype than the
+        # parameters' (float32 master weights and moments): state_dtypes[name], else
+        # state_dtype; and its per-bucket data in `precision`.
+        self.state_dtype = self.dtype
+        self.state_dtypes: dict[str, torch.dtype] = {}
+        self.precision: Any = None
         self._layouts: dict[tuple[int, int], Layout] = {}
         self._attach()
 
@@ -348,6 +354,9 @@ class FlatBuffer:
         view.copy_(data)
         p.data = view
         self.data_ptrs[i] = p.data_ptr()
+        # its values changed in place, as far as the optimizer sees: count it, as an
+        # in-place write would (precision="master" re-reads such parameters)
+        torch.autograd.graph.increment_version(p)
 
     # -- which slices to update -----------------------------------------------------------
 
@@ -391,7 +400,7 @@ class FlatBuffer:
             self.state[spec.name] = torch.full(
                 (offsets[-1],),
                 0.0 if callable(spec.init) else spec.init,
-                dtype=self.dtype,
+                dtype=self.state_dtypes.get(spec.name, self.state_dtype),
                 device=self.device,
             )
         return self.state[spec.name]
@@ -513,6 +522,7 @@ class FlatBuffer:
                     flat_view = view.reshape(-1)
                     spec.fill(flat_view, self.slot(self.param, i).reshape(-1),
                               torch.zeros_like(self.slot(self.param, i)).reshape(-1))  # fmt: skip
+                    entry[name] = self.state_entry(spec, i)  # shown and saved from now on
                     continue
                 value = local(tensors[name])
                 if value.shape != view.shape:

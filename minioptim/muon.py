@@ -7,6 +7,7 @@ from typing import Any
 from . import _checks, _docs
 from .base import FLOAT_DTYPES, FusedOptimizer, Params
 from .functional import fused_muon_, muon_
+from .precision import Precision
 from .rule import Rule
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -55,6 +56,7 @@ class Muon(FusedOptimizer):
         :math:`0.2\sqrt{\max(A, B)}`). {tensor_lr}
     {impl}
     {max_grad_norm}
+    {precision}
 
     Examples
     --------
@@ -89,6 +91,7 @@ class Muon(FusedOptimizer):
         *,
         impl: str = "auto",
         max_grad_norm: float | None = None,
+        precision: str | Precision = "plain",
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -100,7 +103,9 @@ class Muon(FusedOptimizer):
             ns_steps=ns_steps,
             adjust_lr_fn=adjust_lr_fn,
         )
-        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
+        super().__init__(
+            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+        )
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "weight_decay", "momentum", "eps")

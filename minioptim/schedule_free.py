@@ -9,6 +9,7 @@ import torch
 
 from . import _checks, _docs
 from .base import FusedOptimizer, Params
+from .precision import Precision
 from .state import State
 
 
@@ -52,6 +53,7 @@ class ScheduleFreeAdamW(FusedOptimizer):
         ``weight_decay=0``, ``warmup_steps=0``, ``r=0``, ``weight_lr_power=2``.
     {impl}
     {max_grad_norm}
+    {precision}
 
     Examples
     --------
@@ -83,6 +85,7 @@ class ScheduleFreeAdamW(FusedOptimizer):
         *,
         impl: str = "auto",
         max_grad_norm: float | None = None,
+        precision: str | Precision = "plain",
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -97,7 +100,9 @@ class ScheduleFreeAdamW(FusedOptimizer):
             lr_max=-1.0,
             train_mode=True,
         )
-        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
+        super().__init__(
+            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+        )
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "eps", "weight_decay", "warmup_steps", "r")

@@ -7,6 +7,7 @@ from typing import Any
 from . import _checks, _docs
 from .base import FLOAT_DTYPES, FusedOptimizer, Params
 from .functional import fused_sgd_, sgd_
+from .precision import Precision
 from .rule import Rule
 
 
@@ -26,6 +27,7 @@ class SGD(FusedOptimizer):
     {compat}
     {impl}
     {max_grad_norm}
+    {precision}
 
     Examples
     --------
@@ -58,6 +60,7 @@ class SGD(FusedOptimizer):
         fused: bool | None = None,
         impl: str = "auto",
         max_grad_norm: float | None = None,
+        precision: str | Precision = "plain",
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -70,7 +73,9 @@ class SGD(FusedOptimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
+        super().__init__(
+            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+        )
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "momentum", "weight_decay")

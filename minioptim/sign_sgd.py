@@ -7,6 +7,7 @@ from typing import Any
 from . import _checks, _docs
 from .base import FLOAT_DTYPES, FusedOptimizer, Params
 from .functional import fused_sign_sgd_, sign_sgd_
+from .precision import Precision
 from .rule import Rule
 
 
@@ -32,6 +33,7 @@ class SignSGD(FusedOptimizer):
         Ascend instead of descend.
     {impl}
     {max_grad_norm}
+    {precision}
 
     Examples
     --------
@@ -59,9 +61,12 @@ class SignSGD(FusedOptimizer):
         maximize: bool = False,
         impl: str = "auto",
         max_grad_norm: float | None = None,
+        precision: str | Precision = "plain",
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, impl=impl, max_grad_norm=max_grad_norm)
+        super().__init__(
+            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+        )
 
     def check_group(self, group: dict[str, Any]) -> None:
         _checks.non_negative(group, "lr", "weight_decay")

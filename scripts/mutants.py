@@ -603,7 +603,7 @@ MUTANTS = [
     # -- base.py: stepping, routing, guardrails ---------------------------------------------
     M(
         "base.py",
-        'fast = self.impl == "fast" and bucket.dtype in self._fast_dtypes_on(bucket.device)',
+        'fast = self.impl == "fast" and dtype in self._fast_dtypes_on(bucket.device)',
         'fast = self.impl == "fast"',
         "_update_run: fast_dtypes ignored (half precision on torch's fused CPU kernels)",
     ),
@@ -664,8 +664,8 @@ MUTANTS = [
     ),
     M(
         "base.py",
-        "if new and (specs or self.keeps_step(group)):",
-        "if new and specs:",
+        "if new and (bucket_specs or self.keeps_step(group)):",
+        "if new and bucket_specs:",
         "step: a stateless rule with step_in_state publishes no step",
     ),
     M(
@@ -1461,5 +1461,48 @@ MUTANTS = [
         "            if bucket.sharded and not self.handles_shards:",
         "            if False:",
         "a layout rule that does not handle shards computes on them (issue 21)",
+    ),
+    # -- precision.py: the precision modes (issue 20) -----------------------------------------
+    M(
+        "precision.py",
+        "        rounded = ((i + (bits & 0xFFFF)) & ~0xFFFF)",
+        "        rounded = ((i + (bits & 0x7FFF)) & ~0xFFFF)",
+        "precision: stochastic rounding to bfloat16 reads 15 random bits (biased low)",
+    ),
+    M(
+        "precision.py",
+        "        extra.copy_(w - param.float())  # c <- rn(w - p)",
+        "        extra.copy_(param.float() - w)  # c <- rn(w - p)",
+        "precision: Kahan's compensation with the wrong sign",
+    ),
+    M(
+        "precision.py",
+        '    if mode == "master":\n        w = extra\n',
+        '    if mode == "master":\n        w = param.float()\n',
+        "precision: master mode runs the rule on the rounded parameters",
+    ),
+    M(
+        "precision.py",
+        '                    if value.dtype != p.dtype and key != "step":',
+        "                    if False:",
+        "precision: a loaded float32 master weight keeps torch.optim's cast to bfloat16",
+    ),
+    M(
+        "precision.py",
+        "    k1 = mix32(h ^ (step & M32))",
+        "    k1 = mix32(h)",
+        "precision: stochastic rounding draws the same bits at every step",
+    ),
+    M(
+        "precision.py",
+        "                stale = values != master.to(bucket.dtype)",
+        "                stale = values == values",
+        "precision: a parameter written from outside replaces all its master weights' bits",
+    ),
+    M(
+        "precision.py",
+        "            yield self._work(bucket, run.start + lo,",
+        "            yield self._work(bucket, run.start,",
+        "precision: every piece of a run draws the first piece's random bits",
     ),
 ]

@@ -98,6 +98,7 @@ FIRST = {
     "flat.py": ["test_robustness.py", "test_checkpoints.py", "test_views.py"],
     "base.py": ["test_extension_api.py", "test_robustness.py", "test_checkpoints.py"],
     "watched.py": ["test_state_edits.py"],
+    "precision.py": ["test_precision.py"],
     "layout.py": ["test_extension_api.py", "test_adafactor.py"],
     "state.py": ["test_extension_api.py", "test_adafactor.py"],
     "rule.py": ["test_registry.py"],

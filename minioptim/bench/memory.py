@@ -112,6 +112,47 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(storages.values())
 
 
+KINDS = ("parameters", "gradients", "state", "master")
+
+
+def bytes_by_kind(optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """Bytes the parameters, their gradients, the optimizer's state and its master copies
+    hold, each counted once.
+
+    ``"master"`` is what a precision mode adds (:mod:`minioptim.precision`): float32 master
+    weights, or a Kahan compensation. ``"state"`` is the rule's state (moments, momentum)
+    and the step counters. For a minioptim optimizer the flat buffers of its buckets are
+    counted; for another optimizer the parameters, their gradients and every tensor in
+    ``optimizer.state`` (by storage, so views are counted once).
+    """
+    from ..precision import NAMES  # the precision modes' state names
+
+    kinds = dict.fromkeys(KINDS, 0)
+    buckets = getattr(optimizer, "buckets", None)
+    if buckets is not None:
+        for bucket in (b for group in buckets for b in group):
+            kinds["parameters"] += bucket.param.nbytes
+            kinds["gradients"] += bucket.grad.nbytes
+            kinds["state"] += bucket.steps.nbytes
+            for name, flat in bucket.state.items():
+                kinds["master" if name in NAMES else "state"] += flat.nbytes
+        return kinds
+    storages: dict[str, dict[int, int]] = {kind: {} for kind in KINDS}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            storages["parameters"][p.untyped_storage().data_ptr()] = p.untyped_storage().nbytes()
+            if p.grad is not None:
+                grad = p.grad.untyped_storage()
+                storages["gradients"][grad.data_ptr()] = grad.nbytes()
+    for entry in optimizer.state.values():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                storage = value.untyped_storage()
+                kind = "master" if name in NAMES else "state"
+                storages[kind][storage.data_ptr()] = storage.nbytes()
+    return {kind: sum(found.values()) for kind, found in storages.items()}
+
+
 def available_bytes(device: str) -> int | None:
     """Free memory on the device (CUDA), or the memory the system can still give (Linux)."""
     if device.startswith("cuda"):
@@ -120,3 +161,157 @@ def available_bytes(device: str) -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+# -- bytes per parameter, by precision mode ------------------------------------------------------
+
+#: The rows of the table: (parameter dtype, precision mode).
+PRECISIONS = (
+    ("float32", "plain"),
+    ("bfloat16", "plain"),
+    ("bfloat16", "master"),
+    ("bfloat16", "stochastic"),
+    ("bfloat16", "kahan"),
+)
+#: The optimizers of the table: minioptim's (by the bench's names) and torch.optim.Adafactor.
+TABLE_OPTIMIZERS = ("sgd", "adam", "lion", "muon", "adafactor")
+
+
+def precision_records(
+    shapes: list[tuple[int, ...]],
+    optimizers: tuple[str, ...] = TABLE_OPTIMIZERS,
+    precisions: tuple[tuple[str, str], ...] = PRECISIONS,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    """Bytes per parameter of each optimizer in each precision mode: one record each.
+
+    Each optimizer is built on fresh parameters of ``shapes`` (Muon on the 2-d ones only)
+    with gradients, and takes one step, which creates its state. The record splits its
+    bytes by :func:`bytes_by_kind` (``parameters``, ``gradients``, ``state``, ``master``;
+    per parameter), and checks the total against an independent measurement
+    (``measured``): on CUDA the growth of ``torch.cuda.memory_allocated`` from before the
+    parameters were made (plus the step counters, which live on the host), elsewhere the
+    sum of ``tensor.nbytes`` over the parameters, their gradients and ``optimizer.state``.
+    On CUDA ``peak_bpp`` is ``torch.cuda.max_memory_allocated``'s growth over the same
+    span: the bytes above include the step's temporaries (float32 working copies, a
+    fused kernel's buffers) at their peak.
+
+    ``torch.optim.Adafactor`` (factored second moments: a row and a column per matrix,
+    full for vectors) has no precision modes: it runs in float32 and bfloat16, and its
+    other rows are derived (``derived=True``) from its state in the dtype the mode keeps
+    state in, plus what the mode adds: 4 bytes of master weights or 2 of compensation.
+    """
+
+    from .contenders import OPTIMIZERS
+
+    records = []
+    for name in optimizers:
+        for dtype_name, mode in precisions:
+            dtype = getattr(torch, dtype_name)
+            chosen = [s for s in shapes if len(s) == 2] if name == "muon" else list(shapes)
+            derived = name == "adafactor" and mode != "plain"
+            run_dtype = torch.float32 if derived and mode == "master" else dtype
+            if device.startswith("cuda"):
+                gc.collect()  # the previous optimizer (reference cycles) leaves the device
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+            params = _fresh_params(chosen, run_dtype, device)
+            if name == "adafactor":
+                optimizer = torch.optim.Adafactor(params, lr=1e-2)
+            else:
+                record = OPTIMIZERS[name]
+                optimizer = record.minioptim(params, **record.hyper, precision=mode)
+            optimizer.step()
+            kinds = bytes_by_kind(optimizer)
+            n = sum(p.numel() for p in params)
+            on_host, peak = 0, None
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+                measured = torch.cuda.memory_allocated(device) - before
+                peak = torch.cuda.max_memory_allocated(device) - before
+                on_host = _host_step_bytes(optimizer)
+                how = "torch.cuda.memory_allocated"
+            else:
+                measured = _tensor_bytes(optimizer)
+                how = "tensor.nbytes"
+            if derived:  # Adafactor in a mode it does not have: its state, and the mode's
+                kinds["parameters"] = kinds["gradients"] = 2 * n
+                kinds["master"] = {"master": 4, "kahan": 2}.get(mode, 0) * n
+                measured = None
+            records.append(
+                dict(
+                    kind="memory",
+                    optimizer=name,
+                    dtype=dtype_name,
+                    precision=mode,
+                    n_tensors=len(chosen),
+                    n_params=n,
+                    **{f"{kind}_bpp": value / n for kind, value in kinds.items()},
+                    total_bpp=sum(kinds.values()) / n,
+                    measured_bpp=None if measured is None else (measured + on_host) / n,
+                    measured_how=None if derived else how,
+                    peak_bpp=None if peak is None or derived else (peak + on_host) / n,
+                    derived=derived,
+                )
+            )
+            del optimizer, params
+    return records
+
+
+def _fresh_params(shapes, dtype: torch.dtype, device: str) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    params = []
+    for shape in shapes:
+        p = torch.randn(shape, generator=generator).to(device, dtype).requires_grad_()
+        p.grad = torch.randn(shape, generator=generator).to(device, dtype)
+        params.append(p)
+    return params
+
+
+def _tensor_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """The sum of ``nbytes`` of every parameter, gradient and state entry: independent of
+    how the optimizer stores them (views of one buffer are counted by their own size)."""
+    total = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            total += p.nbytes + (p.grad.nbytes if p.grad is not None else 0)
+            for value in optimizer.state.get(p, {}).values():
+                total += value.nbytes if isinstance(value, torch.Tensor) else 0
+    for bucket in (b for group in getattr(optimizer, "buckets", ()) for b in group):
+        if not optimizer.step_in_state:  # step counts kept beside the entries (SGD, Lion)
+            total += bucket.steps.nbytes
+    return total
+
+
+def _host_step_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the step counters that live on the host (not in a GPU's allocator)."""
+    buckets = getattr(optimizer, "buckets", None)
+    if buckets is not None:
+        return sum(b.steps.nbytes for group in buckets for b in group)
+    return sum(
+        v.nbytes
+        for entry in optimizer.state.values()
+        for k, v in entry.items()
+        if k == "step" and isinstance(v, torch.Tensor) and v.device.type == "cpu"
+    )
+
+
+def precision_markdown(records: list[dict[str, Any]]) -> str:
+    """The memory records as a markdown table: total bytes per parameter (parameters,
+    gradients, state and master copies), an optimizer per row, a mode per column."""
+    found = [r for r in records if r["kind"] == "memory"]
+    columns = list(dict.fromkeys((r["dtype"], r["precision"]) for r in found))
+    names = list(dict.fromkeys(r["optimizer"] for r in found))
+    by = {(r["optimizer"], r["dtype"], r["precision"]): r for r in found}
+    title = {"float32": "float32", "bfloat16": "bf16"}
+    header = "| optimizer | " + " | ".join(f"{title[d]} {m}" for d, m in columns) + " |"
+    lines = [header, "|---|" + "---:|" * len(columns)]
+    for name in names:
+        cells = []
+        for dtype, mode in columns:
+            r = by.get((name, dtype, mode))
+            cell = "-" if r is None else f"{r['total_bpp']:.1f}"
+            cells.append(cell + ("*" if r and r["derived"] else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -108,6 +108,7 @@ def format_table(records: list[Record]) -> str:
                 f"{r['vs_torch']:>11.2f}x{r['loss']:>9.4f}"
             )
     lines += _host_lines(records)
+    lines += _memory_lines(records)
     lines += [
         "",
         "/best torch: time over the fastest torch contender's (bench: written with torch ops).",
@@ -135,6 +136,25 @@ def _host_lines(records: list[Record]) -> list[str]:
     return lines
 
 
+def _memory_lines(records: list[Record]) -> list[str]:
+    lines = []
+    for (set_name,), group in _groups(records, "memory", "set").items():
+        lines += ["", f"{set_name} - bytes per parameter by precision mode (* derived)"]
+        lines.append(
+            f"  {'optimizer':<11}{'dtype':<10}{'mode':<12}{'params':>7}{'grads':>7}"
+            f"{'state':>7}{'master':>7}{'total':>7}{'measured':>10}"
+        )
+        for r in group:
+            measured = "-" if r["measured_bpp"] is None else f"{r['measured_bpp']:.2f}"
+            lines.append(
+                f"  {r['optimizer']:<11}{r['dtype']:<10}{r['precision']:<12}"
+                f"{r['parameters_bpp']:>7.2f}{r['gradients_bpp']:>7.2f}{r['state_bpp']:>7.2f}"
+                f"{r['master_bpp']:>7.2f}{r['total_bpp']:>6.2f}{'*' if r['derived'] else ' '}"
+                f"{measured:>10}"
+            )
+    return lines
+
+
 def summary_markdown(records: list[Record]) -> str:
     """The step records as one markdown table, as the README shows them: ms per step."""
     header = (
@@ -143,7 +163,7 @@ def summary_markdown(records: list[Record]) -> str:
         "| GB/s (% of copy): minioptim, compiled |\n"
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
-    lines = [f"{describe(records)}\n", header]
+    lines = [f"{describe(records)}\n"] + ([header] if _of(records, "step") else [])
     for (set_name, dtype, name), group in _step_groups(records).items():
         by = {r["contender"]: r for r in group}
         mine, compiled = by.get("minioptim"), by.get("minioptim compiled")
@@ -161,6 +181,14 @@ def summary_markdown(records: list[Record]) -> str:
         lines.append(f"| {shape} | {name} | {dtype} | {' | '.join(cells)} |")
     if any(r["torch"] and r["contender"].startswith("bench") for r in _of(records, "step")):
         lines.append("\n\\* a torch-ops baseline of minioptim.bench.baselines (torch has none).")
+    if _of(records, "memory"):
+        from .memory import precision_markdown
+
+        lines += [
+            "\nBytes per parameter (parameters + gradients + state + master copies):\n",
+            precision_markdown(records),
+            "\n\\* Adafactor has no precision modes: derived from its state in that dtype.",
+        ]
     return "\n".join(lines)
 
 

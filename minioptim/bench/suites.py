@@ -8,6 +8,9 @@
   the line ``fixed + per tensor`` through it.
 - ``training``: one iteration of a small transformer (zero_grad, forward, backward,
   step) with minioptim's AdamW and torch's: :mod:`minioptim.bench.training`.
+- ``memory``: bytes per parameter (parameters, gradients, state, master copies) of SGD,
+  Adam, Lion, Muon and Adafactor in each precision mode, checked against an independent
+  measurement (:func:`minioptim.bench.memory.precision_records`).
 
 Every contender of a comparison lives in the same process, gets its own copy of the same
 (seeded) parameters and gradients, and is timed round-robin with the others
@@ -43,7 +46,7 @@ from .measure import (
 )
 
 Record = dict[str, Any]  # one measurement: plain data, as written to JSON
-SUITES = ("steps", "zero-grad", "sweeps", "training", "host-overhead")
+SUITES = ("steps", "zero-grad", "sweeps", "training", "host-overhead", "memory")
 
 
 def build(contenders: list[Contender], values, grads, timing: Timing) -> dict[str, Any]:
@@ -360,7 +363,7 @@ def run(
     every optimizer of ``optimizers`` on every set of ``sets`` in every dtype (Muon on
     sets of matrices only); ``zero-grad`` runs on every set; ``sweeps`` times Adam (or the
     first element-wise optimizer given), ``host-overhead`` every element-wise one;
-    ``training`` is one case, shrunk with ``scale``.
+    ``training`` is one case, shrunk with ``scale``; ``memory`` runs on every set.
 
     The contenders of ``steps`` and ``sweeps``: minioptim's default path, its reference
     path (``reference``) and its compiled path (``compiled``, element-wise optimizers),
@@ -428,6 +431,10 @@ def run(
             if "zero-grad" in suites:
                 say(f"{set_name}: zero_grad")
                 add(zero_grad(set_name, shapes, timing))
+            if "memory" in suites:
+                say(f"{set_name}: bytes per parameter by precision mode")
+                found = memory.precision_records(shapes, device=timing.device)
+                add([dict(r, set=set_name) for r in found])
         if "sweeps" in suites and elementwise:
             main = OPTIMIZERS["adam"] if "adam" in optimizers else elementwise[0]
             largest = SWEEP_LARGEST.get(torch.device(timing.device).type, 2**24)
