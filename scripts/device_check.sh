@@ -11,7 +11,8 @@
 #   2. the benchmark's quick preset (`--quick`: every optimizer in float32 and bfloat16
 #      on the many-small and llm sets, minioptim's default and compiled paths against
 #      torch's foreach and fused ones, and the host overhead), each record appended to
-#      bench/records.jsonl as it is measured.
+#      bench/records.jsonl as it is measured;
+#   3. the memory suite: bytes per parameter in each precision mode, on the device.
 #
 # Sized for a few minutes on an H100/H200-class GPU; each part keeps what it wrote if a
 # time limit stops it.
@@ -35,6 +36,11 @@ tests=${PIPESTATUS[0]}
 # SIGTERM at the limit: the benchmark then writes its tables from what it measured.
 timeout 150 python3 -m minioptim.bench --device cuda --quick --out "$out/bench" \
     2>&1 | tee "$out/bench.txt"
+
+# Bytes per parameter of each optimizer in each precision mode, checked against
+# torch.cuda.memory_allocated (the README's memory table, measured on the device).
+timeout 60 python3 -m minioptim.bench --device cuda --suite memory --sets llm --scale 0.01 \
+    --out "$out/memory" 2>&1 | tee "$out/memory.txt"
 
 echo "device-check: tests exit status $tests; results in $out/"
 exit "$tests"
