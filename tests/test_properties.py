@@ -135,11 +135,21 @@ def test_random_problems_follow_the_reference(problem):
             for (a, b), options in zip(itertools.pairwise(bounds), group_options, strict=True)
         ]
 
+    def tolerance(dtype):
+        if name == "Muon" and impl == "fast":
+            # Newton-Schulz runs in bfloat16, and the batched chain (baddbmm) can round a
+            # product apart from the one-by-one chain (addmm) where a sum lands on a tie:
+            # rare, found by hypothesis (3e-5 after 4 steps at lr 0.5). One such flip moves
+            # the update by at most about a bfloat16 eps of its size: lr * 2**-8 a step.
+            lr = max(options["lr"] for options in group_options)
+            return dict(rtol=0, atol=steps * lr * 2**-8)
+        return case.tolerance(impl, dtype)
+
     assert_same_trajectory(
         lambda ps: case.ours(groups(ps), impl),
         lambda ps: case.theirs(groups(ps)),
         tensors,
-        tolerance=lambda dtype: case.tolerance(impl, dtype),
+        tolerance=tolerance,
         steps=steps,
         gradient=gradient,
     )
