@@ -66,8 +66,10 @@ class Adafactor(FusedOptimizer):
     >>> optimizer = minioptim.Adafactor(model.parameters(), lr=1e-2)
     >>> model(torch.ones(2, 4)).sum().backward()
     >>> optimizer.step()
-    >>> sorted(optimizer.state[model.weight]), sorted(optimizer.state[model.bias])
-    (['col_var', 'row_var', 'step'], ['step', 'variance'])
+    >>> sorted(optimizer.state[model.weight])
+    ['col_var', 'row_var', 'step']
+    >>> sorted(optimizer.state[model.bias])
+    ['step', 'variance']
 
     References
     ----------

@@ -58,11 +58,11 @@ class ScheduleFreeAdamW(FusedOptimizer):
     Examples
     --------
     >>> model = torch.nn.Linear(4, 1)
-    >>> optimizer = minioptim.ScheduleFreeAdamW(model.parameters(), lr=1e-2)
-    >>> optimizer.train()  # before training steps (and after each evaluation)
+    >>> optimizer = minioptim.ScheduleFreeAdamW(model.parameters())
+    >>> optimizer.train()  # before training (and after evaluating)
     >>> model(torch.ones(2, 4)).sum().backward()
     >>> optimizer.step()
-    >>> optimizer.eval()  # before evaluating or saving a checkpoint
+    >>> optimizer.eval()  # before evaluating or saving
 
     References
     ----------

@@ -48,9 +48,12 @@ class State:
     --------
     >>> State("sum", init=0.1)
     State(name='sum', init=0.1, shape=None, when=None)
-    >>> rows = State("row_var", shape=lambda s: (*s[:-1], 1), when=lambda s: len(s) > 1)
-    >>> rows.shape_for(torch.Size([4, 3])), rows.shape_for(torch.Size([3]))
-    (torch.Size([4, 1]), None)
+    >>> rows = State("row_var", shape=lambda s: (*s[:-1], 1),
+    ...              when=lambda s: len(s) > 1)
+    >>> rows.shape_for(torch.Size([4, 3]))
+    torch.Size([4, 1])
+    >>> print(rows.shape_for(torch.Size([3])))
+    None
     """
 
     name: str
