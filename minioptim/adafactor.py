@@ -32,14 +32,13 @@ class Adafactor(FusedOptimizer):
 
     .. math::
 
-        R &\leftarrow \hat\beta_t R + (1-\hat\beta_t)\,\mathrm{mean}_{\text{cols}}(G^2),
-        \qquad
-        C \leftarrow \hat\beta_t C + (1-\hat\beta_t)\,\mathrm{mean}_{\text{rows}}(G^2), \\
+        R &\leftarrow \hat\beta_t R + (1-\hat\beta_t)\,\mathrm{mean}_{\text{cols}}(G^2), \\
+        C &\leftarrow \hat\beta_t C + (1-\hat\beta_t)\,\mathrm{mean}_{\text{rows}}(G^2), \\
         \hat V &= \frac{R\,C}{\max(\mathrm{mean}(R), \epsilon_1)},
-        \qquad U = \frac{G}{\max(\sqrt{\hat V}, \epsilon_1)},
-        \qquad \hat U = \frac{U}{\max(1, \mathrm{RMS}(U)/d)}, \\
+        \qquad U = \frac{G}{\max(\sqrt{\hat V}, \epsilon_1)}, \\
+        \hat U &= \frac{U}{\max(1, \mathrm{RMS}(U)/d)},
+        \qquad \alpha_t = \max(\epsilon_2, \mathrm{RMS}(\theta))\,\min(\eta, 1/\sqrt{t}), \\
         \theta &\leftarrow \theta(1 - \eta\lambda) - \alpha_t \hat U,
-        \qquad \alpha_t = \max(\epsilon_2, \mathrm{RMS}(\theta))\,\min(\eta, 1/\sqrt{t}),
 
     with :math:`\alpha_t` computed before the decay. The update runs per shape: all
     parameters of one shape are one batched tensor (:meth:`minioptim.Layout.by_shape`),
