@@ -17,16 +17,14 @@ library and running this file against the copy.
 """
 
 import copy
-import datetime
 import functools
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-import torch.multiprocessing as mp
+from spawned import results_of, spawn_cases
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -368,56 +366,11 @@ CASES = {
 }
 
 
-def _worker(rank: int, init_method: str, out_dir: Path) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=init_method,
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=datetime.timedelta(seconds=60),  # a case that hangs fails, not the suite
-    )
-    results = {}
-    try:
-        for name, case in CASES.items():
-            try:
-                results[name] = case(rank, out_dir)
-            except Exception:  # reported by the case's test; the other cases still run
-                results[name] = traceback.format_exc()
-            # kept if a later case aborts the process: written whole, then renamed
-            torch.save(results, out_dir / f"rank{rank}.partial")
-            (out_dir / f"rank{rank}.partial").replace(out_dir / f"rank{rank}.pt")
-            if name != list(CASES)[-1]:
-                dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    """Each rank's results: ``{case: what it returned, or the traceback it raised}``; a
-    case that never finished (its process died) holds why under ``"died"``."""
     out_dir = tmp_path_factory.mktemp("distributed_checkpoints")
-    died = None
-    try:
-        mp.spawn(_worker, args=(f"file://{out_dir / 'rendezvous'}", out_dir), nprocs=WORLD_SIZE)
-    except Exception as error:  # ProcessException, or EOFError if an error file is cut short
-        died = f"{type(error).__name__}: {error}"
-    ranks = []
-    for rank in range(WORLD_SIZE):
-        path = out_dir / f"rank{rank}.pt"
-        ranks.append(torch.load(path, weights_only=False) if path.exists() else {})
-        ranks[-1]["died"] = died
-    return ranks
-
-
-def results_of(ranks: list[dict], case: str) -> list[dict]:
-    for rank, results in enumerate(ranks):
-        if case not in results:
-            pytest.fail(f"rank {rank} died before case {case!r} finished: {results['died']}")
-        if isinstance(results[case], str):
-            pytest.fail(f"rank {rank} raised in case {case!r}:\n{results[case]}")
-    return [results[case] for results in ranks]
+    # no barrier after the bucket-view case, which must be last (see there)
+    return spawn_cases(CASES, WORLD_SIZE, out_dir, timeout_s=60, last_barrier=False)
 
 
 # -- 2. DDP ---------------------------------------------------------------------------------

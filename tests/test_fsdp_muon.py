@@ -14,16 +14,14 @@ here, both paths, 2 and 4 processes) and to torch.optim.Muon (the fast path's ba
 Newton–Schulz measured bit-identical too, and held to the fast path's bound).
 """
 
-import datetime
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-import torch.multiprocessing as mp
 from conftest import TOLERANCES
+from spawned import results_of, spawn_cases
 from test_fsdp import assert_trajectories_equal, full, shard
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
@@ -255,57 +253,11 @@ CASES = {
 }
 
 
-def _worker(rank: int, world_size: int, init_method: str, out_dir: Path) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=init_method,
-        rank=rank,
-        world_size=world_size,
-        timeout=datetime.timedelta(seconds=120),  # a case that hangs fails, not the suite
-    )
-    results = {}
-    try:
-        for name, case in CASES.items():
-            try:
-                results[name] = case(rank, out_dir)
-            except Exception:  # reported by the case's test; the other cases still run
-                results[name] = traceback.format_exc()
-            torch.save(results, out_dir / f"rank{rank}.partial")
-            (out_dir / f"rank{rank}.partial").replace(out_dir / f"rank{rank}.pt")
-            dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.fixture(scope="module", params=WORLD_SIZES, ids=[f"{n} processes" for n in WORLD_SIZES])
 def ranks(request, tmp_path_factory) -> list[dict]:
     world_size = request.param
     out_dir = tmp_path_factory.mktemp(f"fsdp_muon_{world_size}")
-    died = None
-    try:
-        mp.spawn(
-            _worker,
-            args=(world_size, f"file://{out_dir / 'rendezvous'}", out_dir),
-            nprocs=world_size,
-        )
-    except Exception as error:
-        died = f"{type(error).__name__}: {error}"
-    ranks = []
-    for rank in range(world_size):
-        path = out_dir / f"rank{rank}.pt"
-        ranks.append(torch.load(path, weights_only=False) if path.exists() else {})
-        ranks[-1]["died"] = died
-    return ranks
-
-
-def results_of(ranks: list[dict], case: str) -> list[dict]:
-    for rank, results in enumerate(ranks):
-        if case not in results:
-            pytest.fail(f"rank {rank} died before case {case!r} finished: {results['died']}")
-        if isinstance(results[case], str):
-            pytest.fail(f"rank {rank} raised in case {case!r}:\n{results[case]}")
-    return [results[case] for results in ranks]
+    return spawn_cases(CASES, world_size, out_dir, timeout_s=120)
 
 
 # -- the tests ------------------------------------------------------------------------------
