@@ -9,12 +9,12 @@ IMPL = """impl:
         :mod:`minioptim.functional`), ``"fast"``, or ``"compiled"`` (the readable rule
         compiled by ``torch.compile``); see :class:`~minioptim.FusedOptimizer`."""
 
-COMPAT = """foreach, fused, capturable, differentiable:
+COMPAT = """foreach, fused, differentiable:
         Accepted for compatibility with torch.optim and kept in ``param_groups``;
         ``foreach`` and ``fused`` change nothing (every update here is fused over a flat
         buffer), but what torch.optim refuses with them raises here too (both True; in
-        Adam, a tensor ``lr`` or betas with ``foreach=True``); ``capturable=True`` and
-        ``differentiable=True`` are not supported."""
+        Adam, a tensor ``lr`` or betas with ``foreach=True``); ``differentiable=True`` is
+        not supported."""
 
 MAX_GRAD_NORM = """max_grad_norm:
         If set, each step first clips the gradients of each param group to this total
@@ -31,18 +31,26 @@ PRECISION = """precision:
         buffer), or a :class:`~minioptim.Precision` (seed, state dtype). See
         :mod:`minioptim.precision`."""
 
+CAPTURABLE = """capturable:
+        If True, ``step()`` can be captured in a CUDA graph after a few eager steps: step
+        counts live on the parameters' device, and a float ``lr`` is captured as a
+        constant (schedule a tensor ``lr`` instead). See
+        :class:`~minioptim.FusedOptimizer`."""
+
 TENSOR_LR = """``lr`` may be a Python number or a 1-element tensor, as in torch.optim."""
 
 
 def fill(cls: type) -> type:
     """Class decorator: put the shared paragraphs into the docstring's ``{params}``,
-    ``{impl}``, ``{max_grad_norm}``, ``{precision}``, ``{compat}`` and ``{tensor_lr}``
+    ``{impl}``, ``{max_grad_norm}``, ``{precision}``, ``{capturable}``, ``{compat}`` and
+    ``{tensor_lr}``
     (plain replacement: the math keeps its braces)."""
     shared = {
         "{params}": PARAMS,
         "{impl}": IMPL,
         "{max_grad_norm}": MAX_GRAD_NORM,
         "{precision}": PRECISION,
+        "{capturable}": CAPTURABLE,
         "{compat}": COMPAT,
         "{tensor_lr}": TENSOR_LR,
     }

@@ -58,6 +58,7 @@ class Adafactor(FusedOptimizer):
     {impl}
     {max_grad_norm}
     {precision}
+    {capturable}
 
     Examples
     --------
@@ -90,6 +91,7 @@ class Adafactor(FusedOptimizer):
         impl: str = "auto",
         max_grad_norm: float | None = None,
         precision: str | Precision = "plain",
+        capturable: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -101,7 +103,12 @@ class Adafactor(FusedOptimizer):
             maximize=maximize,
         )
         super().__init__(
-            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+            params,
+            defaults,
+            impl=impl,
+            max_grad_norm=max_grad_norm,
+            precision=precision,
+            capturable=capturable,
         )
 
     def check_group(self, group: dict[str, Any]) -> None:

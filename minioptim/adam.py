@@ -31,6 +31,7 @@ class Adam(FusedOptimizer):
     {impl}
     {max_grad_norm}
     {precision}
+    {capturable}
 
     Examples
     --------
@@ -79,7 +80,12 @@ class Adam(FusedOptimizer):
             decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(
-            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+            params,
+            defaults,
+            impl=impl,
+            max_grad_norm=max_grad_norm,
+            precision=precision,
+            capturable=capturable,
         )
 
     def check_group(self, group: dict[str, Any]) -> None:

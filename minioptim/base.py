@@ -53,12 +53,29 @@ SHARDED_CLIPPING = (
     "computes the global norm of sharded gradients"
 )
 CAPTURE_ERROR = (
-    "{owner}.step() was called while a CUDA graph is being captured. minioptim computes "
-    "step-dependent values (bias corrections, the first step's initialisation) on the host, "
-    "so a replay would repeat the captured step's values: silently wrong updates. Capture "
-    "the forward and backward only and call optimizer.step() outside the graph (torch.compile "
-    "of a training step already runs step() eagerly), or use torch.optim with "
-    "capturable=True."
+    "{owner}.step() was called while a CUDA graph is being captured, but the optimizer keeps "
+    "its step counts on the host, so every replay would repeat the captured step's bias "
+    "corrections: silently wrong updates. Create it with capturable=True (step counts on "
+    "the device), or capture the forward and backward only and call optimizer.step() "
+    "outside the graph."
+)
+CAPTURE_FIRST_STEP = (
+    "{owner}.step() was captured before the parameters' first update: the first step fills "
+    "the optimizer state with its initial values, and every replay would fill it again. "
+    "Run a few eager steps first (warm-up, on a side stream, as torch.cuda.graph's "
+    "documentation shows), then capture."
+)
+CAPTURE_HOST_VALUES = (
+    "{owner}.prepare() returned Python numbers ({names}) while step() was captured in a CUDA "
+    "graph: each replay would use the captured step's values. Compute per-step values as "
+    "tensors on the parameters' device, or do not capture this optimizer's step."
+)
+CAPTURE_HOST_READ = (
+    "{owner}.{method}() read a value from the device on the host while step() was captured "
+    "in a CUDA graph, which a capture forbids ({error}). Capturable rules take `step` and a "
+    "tensor lr as 0-d device tensors and never convert them to Python numbers: with "
+    "impl='compiled' (impl='auto' on CUDA) a rule is compiled into kernels that read them on "
+    "the device; Python branches on step or min(lr, ...) of a tensor cannot be captured."
 )
 
 
@@ -120,6 +137,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         (float32 master weights), ``"stochastic"`` (stochastic rounding), ``"kahan"``
         (compensated updates), or a :class:`~minioptim.Precision`; see
         :mod:`minioptim.precision`. :meth:`update` is the same in every mode.
+    capturable:
+        If True, ``step()`` may be captured in a CUDA graph (``torch.cuda.graph``) after a
+        few eager steps: the step counts live on the parameters' device and
+        :meth:`update` receives ``step`` as a 0-d tensor there. A float ``lr`` is
+        captured as a constant, as in torch.optim; to schedule it, pass ``lr`` as a
+        tensor. What cannot be captured raises instead of replaying wrong steps.
     """
 
     #: Whether ``state_dict()`` shows a ``"step"`` entry per parameter (Adam does, SGD not).
@@ -159,8 +182,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         impl: str = "auto",
         max_grad_norm: float | None = None,
         precision: str | Precision = "plain",
+        capturable: bool = False,
     ) -> None:
         self.precision = Precision.of(precision)
+        self.capturable = bool(capturable)
+        if self.capturable and self.precision.mode == "stochastic":
+            raise ValueError(
+                "precision='stochastic' draws its random bits from the step count on the host, "
+                "so it cannot be captured: use capturable=False, or precision='master' or 'kahan'"
+            )
         if max_grad_norm is not None:
             defaults = {**defaults, "max_grad_norm": max_grad_norm}
         if impl not in IMPLEMENTATIONS:
@@ -275,9 +305,14 @@ class FusedOptimizer(torch.optim.Optimizer):
         # in group["param_names"] (its add_param_group below extracts them).
         self._check_params([p[1] if isinstance(p, tuple) else p for p in params])
         group = {**self.defaults, **param_group, "params": params}
-        for flag in ("differentiable", "capturable"):
-            if group.get(flag):
-                raise ValueError(f"{flag}=True is not supported by minioptim; leave it False")
+        if group.get("differentiable"):
+            raise ValueError("differentiable=True is not supported by minioptim; leave it False")
+        if group.get("capturable", self.capturable) != self.capturable:
+            raise ValueError(
+                f"a param group sets capturable={group['capturable']}, but the optimizer was "
+                f"created with capturable={self.capturable}: minioptim keeps the step counts of "
+                "all groups in one place; pass capturable= to the optimizer, not to a group"
+            )
         max_norm = group.get("max_grad_norm")
         valid = isinstance(max_norm, Real) and not isinstance(max_norm, bool) and max_norm > 0
         if max_norm is not None and not valid:
@@ -293,6 +328,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._buckets.append([kind(ps) for (_, _, kind), ps in by_kind.items()])
         for b, bucket in enumerate(self._buckets[-1]):
             self.precision.attach(bucket, salt(len(self._buckets) - 1, b))
+            if self.capturable:
+                bucket.keep_steps_on_device()
         self._on_cuda = any(bucket.device.type == "cuda" for bucket in self._all_buckets())
 
     def _check_params(self, params: list) -> None:
@@ -363,7 +400,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         owner = type(self).__name__
-        if self._on_cuda and torch.cuda.is_current_stream_capturing():
+        capturing = self._capturing()
+        if capturing and not self.capturable:
             raise RuntimeError(CAPTURE_ERROR.format(owner=owner))
         self._check_groups()
         self._sync_state_edits()
@@ -376,12 +414,21 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise RuntimeError(SHARDED_CLIPPING.format(owner=owner))
             if group.get("max_grad_norm") is not None or self._overrides("prepare"):
                 extra = self.prepare(group, [bucket.grad[r.start : r.stop] for bucket, r in runs])
+            if capturing:
+                self._check_capture(runs, extra, owner)
             for bucket in buckets:
                 self.precision.sync(bucket)
             for bucket, run in runs:
                 bucket_specs = specs + self.precision.specs(bucket.dtype)
                 state, new = bucket.run_state(bucket_specs, run)
-                self._update_run(group, extra, bucket, run, state)
+                try:
+                    self._update_run(group, extra, bucket, run, state)
+                except RuntimeError as error:
+                    if capturing:
+                        method = "update" if self.impl != "fast" else "fast_update"
+                        raise RuntimeError(CAPTURE_HOST_READ.format(
+                            owner=owner, method=method, error=error)) from error  # fmt: skip
+                    raise
                 bucket.finish(run)
                 if new and (bucket_specs or self.keeps_step(group)):
                     bucket.publish(self.state, bucket_specs, run, self.keeps_step(group))
@@ -389,6 +436,20 @@ class FusedOptimizer(torch.optim.Optimizer):
                 self.precision.record(bucket)
         self.state.edited = False  # publish wrote the entries, not the user
         return loss
+
+    def _capturing(self) -> bool:
+        """Whether this step is being captured in a CUDA graph."""
+        return self._on_cuda and torch.cuda.is_current_stream_capturing()
+
+    @staticmethod
+    def _check_capture(runs: list, prepared: dict[str, Any] | None, owner: str) -> None:
+        """Raise where a captured step would replay wrongly: a first update (it fills the
+        state), or per-step values computed on the host by :meth:`prepare`."""
+        if not all(bucket.started_all(run) for bucket, run in runs):
+            raise RuntimeError(CAPTURE_FIRST_STEP.format(owner=owner))
+        numbers = [k for k, v in (prepared or {}).items() if not isinstance(v, torch.Tensor)]
+        if numbers:
+            raise RuntimeError(CAPTURE_HOST_VALUES.format(owner=owner, names=", ".join(numbers)))
 
     def prepare(self, group: dict[str, Any], grads: list[torch.Tensor]) -> dict[str, Any] | None:
         """Look at a whole group once per step, before its updates (override to extend).
@@ -663,6 +724,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             **super().__getstate__(),
             "_impl": self._impl,
             "auto": self.auto,
+            "capturable": self.capturable,
             "precision": self.precision,
             "_buckets": self._buckets,
             "_on_cuda": self._on_cuda,

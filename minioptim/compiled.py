@@ -53,10 +53,11 @@ RECOMPILE_LIMIT = 64
 
 def as_tensor(value: Any, device: torch.device) -> Any:
     """A Python number as a 0-d tensor on ``device`` (a graph input), in float64 where the
-    device has it (MPS has not); anything else (a tensor ``lr``) as it is."""
+    device has it (MPS has not); anything else (a tensor ``lr``, a step on the device) as
+    it is."""
     if isinstance(value, float | int) and not isinstance(value, bool):
         dtype = torch.float32 if device.type == "mps" else torch.float64
-        return torch.full((), value, dtype=dtype, device=device)
+        return torch.full((), float(value), dtype=dtype, device=device)
     return value
 
 
@@ -130,7 +131,7 @@ class CompiledRule:
         self_, group, param, grad, state, step, *rest = args
         if "lr" in group:
             group = {**group, "lr": as_tensor(group["lr"], device)}
-        step = as_tensor(float(step), device) if how == "tensor" else step
+        step = as_tensor(step, device) if how == "tensor" else step
         return (self_, group, param, grad, state, step, *rest)
 
     def _kwargs(self, kwargs: dict, how: str, device: torch.device) -> dict:
@@ -140,7 +141,7 @@ class CompiledRule:
         if "lr" in kwargs:
             kwargs["lr"] = as_tensor(kwargs["lr"], device)
         if "step" in kwargs and how == "tensor":
-            kwargs["step"] = as_tensor(float(kwargs["step"]), device)
+            kwargs["step"] = as_tensor(kwargs["step"], device)
         return kwargs
 
 

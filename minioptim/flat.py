@@ -117,14 +117,15 @@ class Run:
     """Consecutive parameters ``first .. end - 1`` of a bucket, updated with one call.
 
     ``start:stop`` is their slice of the flat buffers and ``step`` the number of this
-    update for each of them (1 on the first).
+    update for each of them (1 on the first): an ``int``, or with ``capturable=True`` a
+    0-d tensor on the parameters' device (:meth:`FlatBuffer.keep_steps_on_device`).
     """
 
     first: int
     end: int
     start: int
     stop: int
-    step: int
+    step: int | torch.Tensor
 
 
 class FlatBuffer:
@@ -173,6 +174,8 @@ class FlatBuffer:
         # is set to each spec's init before its first update, and again after its entry
         # was deleted; zeroing state[p]["step"] restarts the count but keeps the state.
         self.started = [False] * len(self.params)
+        # capturable=True (keep_steps_on_device): host labels of the step counts.
+        self.labels: list[int] | None = None
         # A precision mode (minioptim.precision) may keep state in another dtype than the
         # parameters' (float32 master weights and moments): state_dtypes[name], else
         # state_dtype; and its per-bucket data in `precision`.
@@ -358,6 +361,30 @@ class FlatBuffer:
         # in-place write would (precision="master" re-reads such parameters)
         torch.autograd.graph.increment_version(p)
 
+    def keep_steps_on_device(self) -> None:
+        """Keep the step counters on the parameters' device, for ``capturable=True``.
+
+        A CUDA graph replays the kernels it captured and none of the Python around them, so
+        a replayed step must find everything that changes from step to step on the device:
+        the counters are advanced there, and a rule receives its run's ``step`` as a 0-d
+        tensor. The host no longer reads the counts (that would wait for the device, which
+        a capture forbids); it keeps a *label* per parameter instead, equal for parameters
+        updated together ever since, hence with equal counts, whatever the replays added.
+        A count written from outside (``optimizer.state[p]["step"].zero_()``) bumps the
+        counters' version, and the next step reads the counts again.
+        """
+        self.steps = self.steps.to(self.device)
+        self.labels = []
+        self.relabel()
+
+    def relabel(self) -> None:
+        """With the counters on the device: labels from the counts themselves, read once
+        (at the start, and after a checkpoint or an edit of ``optimizer.state``)."""
+        if self.labels is not None:
+            self.labels = [int(count) for count in self.steps.tolist()]
+            self._fresh_label = itertools.count(max(self.labels, default=0) + 1)
+            self._labelled_version = self.steps._version
+
     # -- which slices to update -----------------------------------------------------------
 
     def runs(self, has_grad: list[bool]) -> list[Run]:
@@ -369,10 +396,13 @@ class FlatBuffer:
         parameters that skipped steps keep their own step count, so Adam's bias
         correction stays exact per parameter.
         """
-        low, high = torch.aminmax(self.steps)
-        if low == high and all(has_grad):
-            return [self._run(0, len(self), int(low) + 1)]
-        steps = self.steps.tolist()
+        if self.labels is None:
+            low, high = torch.aminmax(self.steps)
+            if low == high and all(has_grad):
+                return [self._run(0, len(self), int(low) + 1)]
+        elif self.steps._version != self._labelled_version:  # a count was written
+            self.relabel()
+        steps = self.steps.tolist() if self.labels is None else self.labels
         runs = []
         first = 0
         for (grad, done), group in itertools.groupby(
@@ -385,6 +415,8 @@ class FlatBuffer:
         return runs
 
     def _run(self, first: int, end: int, step: int) -> Run:
+        if self.labels is not None:  # the count is on the device: step is computed there
+            step = self.steps[first] + 1
         return Run(first, end, self.offsets[first], self.offsets[end], step)
 
     # -- state ------------------------------------------------------------------------------
@@ -419,7 +451,7 @@ class FlatBuffer:
         Before a parameter's first update its state is (re)set to each spec's ``init``.
         """
         state, new = {}, False
-        fresh = self._fresh_ranges(run) if run.step == 1 else []
+        fresh = [] if self.started_all(run) else self._fresh_ranges(run)
         for spec in specs:
             new = new or spec.name not in self.state
             flat = self.state_buffer(spec)
@@ -429,7 +461,11 @@ class FlatBuffer:
                 values = self.param[self.offsets[first] : self.offsets[end]]
                 grads = self.grad[self.offsets[first] : self.offsets[end]]
                 spec.fill(flat[offsets[first] : offsets[end]], values, grads)
-        return state, new or run.step == 1
+        return state, new or bool(fresh)
+
+    def started_all(self, run: Run) -> bool:
+        """Whether every parameter of the run has state (has been updated before)."""
+        return all(self.started[run.first : run.end])
 
     def _fresh_ranges(self, run: Run) -> list[tuple[int, int]]:
         """The ranges ``(first, end)`` of the run's parameters that have no state yet."""
@@ -456,7 +492,10 @@ class FlatBuffer:
     def count(self, run: Run) -> None:
         """One more update for the run's parameters, which all have state from now on."""
         self.steps[run.first : run.end] += 1
-        if run.step == 1:
+        if self.labels is not None:  # updated together from now on: one new label
+            self.labels[run.first : run.end] = [next(self._fresh_label)] * (run.end - run.first)
+            self._labelled_version = self.steps._version
+        if not self.started_all(run):
             self.started[run.first : run.end] = [True] * (run.end - run.first)
 
     def publish(self, entries: dict, specs: Sequence[State], run: Run, with_step: bool) -> None:
@@ -546,3 +585,4 @@ class FlatBuffer:
                 entry["step"] = self.steps[i]
             else:
                 entry.pop("step", None)
+        self.relabel()

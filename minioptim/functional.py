@@ -74,14 +74,16 @@ def sgd_(
 
     with learning rate :math:`\eta`, momentum :math:`\mu`, dampening :math:`\tau` and
     weight decay :math:`\lambda`, at step :math:`t` (``step``, 1 on the first update).
-    Without momentum, ``momentum_buffer`` may be ``None``.
+    Without momentum, ``momentum_buffer`` may be ``None``. Without dampening the first
+    step needs no case of its own (:math:`b = 0` before it, so :math:`\mu b + g = g`),
+    which is what lets a ``step`` on the device be captured (``capturable=True``).
     """
     if maximize:
         grad = -grad
     if weight_decay != 0:
         grad = grad.add(param, alpha=weight_decay)
     if momentum != 0:
-        if step == 1:
+        if dampening != 0 and step == 1:
             momentum_buffer.copy_(grad)
         else:
             momentum_buffer.mul_(momentum).add_(grad, alpha=1 - dampening)
@@ -362,7 +364,7 @@ def fused_sgd_(
         [param],
         [grad],
         [momentum_buffer] if hyper["momentum"] != 0 else [],
-        is_first_step=step == 1,
+        is_first_step=hyper["dampening"] != 0 and bool(step == 1),  # as in sgd_
         **_numbers(hyper),  # lr, momentum, dampening, weight_decay, nesterov, maximize
     )
     _wrote(param)
@@ -383,15 +385,18 @@ def fused_adam_(
     """:func:`adam_` in one pass, with torch's fused Adam/AdamW kernel (same arguments)."""
     kernel = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
     beta1, beta2 = (float(beta) for beta in betas)
+    # A step on the device (capturable=True) as it is; else torch.full, not torch.tensor:
+    # on a GPU it launches a fill instead of copying from host memory, so the step never
+    # waits for the device.
+    if not isinstance(step, torch.Tensor):
+        step = torch.full((), float(step), device=param.device)
     kernel(
         [param],
         [grad],
         [exp_avg],
         [exp_avg_sq],
         [max_exp_avg_sq] if hyper["amsgrad"] else [],
-        # torch.full, not torch.tensor: on a GPU it launches a fill instead of copying
-        # from host memory, so the step never waits for the device.
-        [torch.full((), float(step), device=param.device)],
+        [step],
         beta1=beta1,
         beta2=beta2,
         **_numbers(hyper),  # lr, eps, weight_decay, amsgrad, maximize

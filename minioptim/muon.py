@@ -57,6 +57,7 @@ class Muon(FusedOptimizer):
     {impl}
     {max_grad_norm}
     {precision}
+    {capturable}
 
     Examples
     --------
@@ -92,6 +93,7 @@ class Muon(FusedOptimizer):
         impl: str = "auto",
         max_grad_norm: float | None = None,
         precision: str | Precision = "plain",
+        capturable: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -104,7 +106,12 @@ class Muon(FusedOptimizer):
             adjust_lr_fn=adjust_lr_fn,
         )
         super().__init__(
-            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+            params,
+            defaults,
+            impl=impl,
+            max_grad_norm=max_grad_norm,
+            precision=precision,
+            capturable=capturable,
         )
 
     def check_group(self, group: dict[str, Any]) -> None:

@@ -54,6 +54,7 @@ class ScheduleFreeAdamW(FusedOptimizer):
     {impl}
     {max_grad_norm}
     {precision}
+    {capturable}
 
     Examples
     --------
@@ -86,6 +87,7 @@ class ScheduleFreeAdamW(FusedOptimizer):
         impl: str = "auto",
         max_grad_norm: float | None = None,
         precision: str | Precision = "plain",
+        capturable: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -101,7 +103,12 @@ class ScheduleFreeAdamW(FusedOptimizer):
             train_mode=True,
         )
         super().__init__(
-            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+            params,
+            defaults,
+            impl=impl,
+            max_grad_norm=max_grad_norm,
+            precision=precision,
+            capturable=capturable,
         )
 
     def check_group(self, group: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ class SGD(FusedOptimizer):
     {impl}
     {max_grad_norm}
     {precision}
+    {capturable}
 
     Examples
     --------
@@ -61,6 +62,7 @@ class SGD(FusedOptimizer):
         impl: str = "auto",
         max_grad_norm: float | None = None,
         precision: str | Precision = "plain",
+        capturable: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -74,7 +76,12 @@ class SGD(FusedOptimizer):
             fused=fused,
         )
         super().__init__(
-            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+            params,
+            defaults,
+            impl=impl,
+            max_grad_norm=max_grad_norm,
+            precision=precision,
+            capturable=capturable,
         )
 
     def check_group(self, group: dict[str, Any]) -> None:

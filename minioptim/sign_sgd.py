@@ -34,6 +34,7 @@ class SignSGD(FusedOptimizer):
     {impl}
     {max_grad_norm}
     {precision}
+    {capturable}
 
     Examples
     --------
@@ -62,10 +63,16 @@ class SignSGD(FusedOptimizer):
         impl: str = "auto",
         max_grad_norm: float | None = None,
         precision: str | Precision = "plain",
+        capturable: bool = False,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, maximize=maximize)
         super().__init__(
-            params, defaults, impl=impl, max_grad_norm=max_grad_norm, precision=precision
+            params,
+            defaults,
+            impl=impl,
+            max_grad_norm=max_grad_norm,
+            precision=precision,
+            capturable=capturable,
         )
 
     def check_group(self, group: dict[str, Any]) -> None:

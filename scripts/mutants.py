@@ -39,8 +39,8 @@ MUTANTS = [
     ),
     M(
         "functional.py",
-        "        if step == 1:\n            momentum_buffer.copy_(grad)",
-        "        if step == 0:\n            momentum_buffer.copy_(grad)",
+        "        if dampening != 0 and step == 1:\n            momentum_buffer.copy_(grad)",
+        "        if dampening != 0 and step == 0:\n            momentum_buffer.copy_(grad)",
         "sgd_: the first step does not initialise the buffer with g (dampens it)",
     ),
     M(
@@ -290,8 +290,8 @@ MUTANTS = [
     ),
     M(
         "functional.py",
-        "is_first_step=step == 1,",
-        "is_first_step=step == 0,",
+        'is_first_step=hyper["dampening"] != 0 and bool(step == 1),',
+        'is_first_step=hyper["dampening"] != 0 and bool(step == 0),',
         "fused_sgd_: the first step is not flagged (buffer dampened)",
     ),
     M(
@@ -308,8 +308,8 @@ MUTANTS = [
     ),
     M(
         "functional.py",
-        "[torch.full((), float(step), device=param.device)],",
-        "[torch.full((), float(step + 1), device=param.device)],",
+        "        step = torch.full((), float(step), device=param.device)",
+        "        step = torch.full((), float(step + 1), device=param.device)",
         "fused_adam_: step count off by one (as if the kernel did not increment)",
     ),
     M(
@@ -486,8 +486,8 @@ MUTANTS = [
     ),
     M(
         "flat.py",
-        "fresh = self._fresh_ranges(run) if run.step == 1 else []",
-        "fresh = self._fresh_ranges(run) if run.step == 0 else []",
+        "fresh = [] if self.started_all(run) else self._fresh_ranges(run)",
+        "fresh = []",
         "run_state: state not reset before a parameter's first update",
     ),
     M(
@@ -498,7 +498,7 @@ MUTANTS = [
     ),
     M(
         "flat.py",
-        "return state, new or run.step == 1",
+        "return state, new or bool(fresh)",
         "return state, new",
         "run_state: a parameter's first update does not publish its state",
     ),
@@ -913,9 +913,40 @@ MUTANTS = [
     ),
     M(
         "flat.py",
-        "        if run.step == 1:\n            self.started[run.first : run.end]",
-        "        if run.step == 2:\n            self.started[run.first : run.end]",
+        "        if not self.started_all(run):\n            self.started[run.first : run.end]",
+        "        if self.started_all(run):\n            self.started[run.first : run.end]",
         "count: parameters never marked as having state: a zeroed step resets it (issue 16)",
+    ),
+    # -- capturable=True (issue 17): counts on the device, labels on the host --------------
+    M(
+        "flat.py",
+        "[next(self._fresh_label)] * (run.end - run.first)",
+        "[x + 1 for x in self.labels[run.first : run.end]]",
+        "count: the host's labels are its own counts, blind to replays (runs merge wrongly)",
+    ),
+    M(
+        "flat.py",
+        "        elif self.steps._version != self._labelled_version:  # a count was written",
+        "        elif False:  # a count was written",
+        "runs: a count written in place is not read again under capturable=True",
+    ),
+    M(
+        "base.py",
+        "        if not all(bucket.started_all(run) for bucket, run in runs):",
+        "        if False:",
+        "capture: a captured first step (it fills the state at every replay) is not refused",
+    ),
+    M(
+        "base.py",
+        "        if capturing and not self.capturable:",
+        "        if False:",
+        "capture: a step with host counts is captured (replays repeat its bias corrections)",
+    ),
+    M(
+        "functional.py",
+        "    if not isinstance(step, torch.Tensor):\n        step = torch.full(",
+        "    if True:\n        step = torch.full(",
+        "fused_adam_: a step on the device read back to the host (a capture cannot)",
     ),
     M(
         "flat.py",
