@@ -139,18 +139,16 @@ def _host_lines(records: list[Record]) -> list[str]:
 def _memory_lines(records: list[Record]) -> list[str]:
     lines = []
     for (set_name,), group in _groups(records, "memory", "set").items():
-        lines += ["", f"{set_name} - bytes per parameter by precision mode (* derived)"]
+        lines += ["", f"{set_name} - bytes per parameter by precision mode"]
         lines.append(
             f"  {'optimizer':<11}{'dtype':<10}{'mode':<12}{'params':>7}{'grads':>7}"
             f"{'state':>7}{'master':>7}{'total':>7}{'measured':>10}"
         )
         for r in group:
-            measured = "-" if r["measured_bpp"] is None else f"{r['measured_bpp']:.2f}"
             lines.append(
                 f"  {r['optimizer']:<11}{r['dtype']:<10}{r['precision']:<12}"
                 f"{r['parameters_bpp']:>7.2f}{r['gradients_bpp']:>7.2f}{r['state_bpp']:>7.2f}"
-                f"{r['master_bpp']:>7.2f}{r['total_bpp']:>6.2f}{'*' if r['derived'] else ' '}"
-                f"{measured:>10}"
+                f"{r['master_bpp']:>7.2f}{r['total_bpp']:>7.2f}{r['measured_bpp']:>10.2f}"
             )
     return lines
 
@@ -187,7 +185,6 @@ def summary_markdown(records: list[Record]) -> str:
         lines += [
             "\nBytes per parameter (parameters + gradients + state + master copies):\n",
             precision_markdown(records),
-            "\n\\* Adafactor has no precision modes: derived from its state in that dtype.",
         ]
     return "\n".join(lines)
 
