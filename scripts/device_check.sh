@@ -18,21 +18,24 @@
 #      torch's foreach and fused ones, and the host overhead);
 #   4. the memory suite: bytes per parameter in each precision mode, on the device.
 #
-# Budget: 4 minutes on an H100/H200-class machine, each part under its own `timeout`
-# (estimated from ~3-4 s per cold compile of a rule's graph, ~30 s for Muon's):
+# Budget: 4 minutes on an H100/H200-class machine, each part under its own `timeout`.
+# Not yet timed on a GPU: estimated from ~3-4 s per cold compile of a rule's graph
+# (~30 s for Muon's) and the quick preset's estimate (README):
 #
-#   part                     limit   estimate, cold cache (warm)
-#   device description        -       5 s
-#   1. tests, 6 groups       100 s   60-100 s: the largest group compiles ~24 graphs (30 s)
-#   2. precision, Adam        40 s   35 s: 355M random values, 3 graphs (20 s)
-#   3. quick benchmark        65 s   60 s: ~10 graphs not compiled by the tests (40 s)
-#   4. memory                 25 s   15 s: graphs compiled by the tests (10 s)
+#   part                     limit   estimate: cold inductor cache (warm)
+#   device description        -        5 s
+#   1. tests, 6 groups       100 s    60-100 s (30 s): as long as the largest group
+#   2. precision, Adam        40 s    35 s (20 s): 355M random values, 3 graphs
+#   3. quick benchmark        65 s    60 s (40 s): ~10 graphs the tests did not compile
+#   4. memory                 25 s    15 s (10 s): graphs the tests compiled
 #   total                    235 s
 #
-# The tests compile ~100 graphs of the rules (per optimizer, options, dtype and
-# precision mode), which one process would compile one after the other in 5-6 minutes;
-# in six processes they take as long as the largest group. Every compiled graph goes to
-# an inductor cache in the output folder, which parts 2-4 (and a rerun into the same
+# The tests compile about 90 graphs of the rules (one per rule, options, dtype and
+# precision mode; SGD's first step apart), one after the other in one process: 5-6
+# minutes. The six groups split them (half precision ~24, the precision modes' compiled
+# rules ~16, the memory accounting ~15, the float32 rules ~12 in two groups, Muon's 2)
+# and run at the same time, two compile workers each. Every compiled graph goes to an
+# inductor cache in the output folder, which parts 2-4 (and a rerun into the same
 # folder) read instead of compiling again. Each part keeps what it wrote if its limit
 # stops it: a group of tests stopped so exits with status 124 and its log shows the
 # tests it ran; the benchmark writes its tables from the records it measured.
@@ -64,7 +67,7 @@ TESTS=(
 )
 pids=()
 for group in "${TESTS[@]}"; do
-    # two compile workers each: six processes on 16 or more cores
+    # two compile workers each: six processes and their workers on 16 cores or more
     TORCHINDUCTOR_COMPILE_THREADS=2 timeout 100 python3 -m pytest -v -rs -p no:cacheprovider \
         tests/test_cuda.py tests/test_devices.py tests/test_compiled.py -k "${group#*|}" \
         >"$out/tests-${group%%|*}.txt" 2>&1 &

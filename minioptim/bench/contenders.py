@@ -135,8 +135,9 @@ class Optimizer:
     ) -> list[Contender]:
         """minioptim in each precision mode of ``modes`` (labelled ``"minioptim kahan"``),
         on its default path and, with ``compiled``, on ``impl="compiled"`` (``"minioptim
-        kahan compiled"``), and the torch variants (``only``: as in :meth:`contenders`),
-        which have no such modes: plain steps, for reference."""
+        kahan compiled"``; on CUDA the default path is the compiled one too), and the
+        torch variants (``only``: as in :meth:`contenders`), which have no such modes:
+        plain steps, for reference."""
         impls = {"": "auto", " compiled": "compiled"} if compiled else {"": "auto"}
         result = [
             Contender(
