@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from minioptim import bench
 from minioptim.bench import (
@@ -122,6 +123,76 @@ def test_baselines_follow_minioptims_rule(name, foreach):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
 
 
+# -- the bytes a step must move ---------------------------------------------------------------
+
+
+class Reads(TorchDispatchMode):
+    """The storages that the aten operations run inside the block read.
+
+    A tensor argument is read unless the operation returns a view of it (``Tensor(a)`` in
+    its schema) or is ``copy_``, which overwrites its first argument.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storages: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for i, argument in enumerate(func._schema.arguments):
+            value = args[i] if i < len(args) else kwargs.get(argument.name)
+            tensors = value if isinstance(value, list | tuple) else [value]
+            alias = argument.alias_info
+            overwritten = func is torch.ops.aten.copy_.default and i == 0
+            if (alias is None or alias.is_write) and not overwritten:
+                self.storages |= {t.untyped_storage().data_ptr() for t in tensors
+                                  if isinstance(t, torch.Tensor)}  # fmt: skip
+        return func(*args, **kwargs)
+
+
+PRECISION_OPTIMIZERS = [  # those of the precision suite
+    name
+    for name in contenders.OPTIMIZERS
+    if suites.races("precision", cases.SETS["mixed"], "bfloat16", (), name)
+]
+
+
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+@pytest.mark.parametrize(
+    "dtype, mode",
+    [("float32", "plain"), ("bfloat16", "plain"), ("bfloat16", "stochastic"),
+     ("bfloat16", "kahan"), ("bfloat16", "master")],
+)  # fmt: skip
+@pytest.mark.parametrize("name", PRECISION_OPTIMIZERS)
+def test_step_bytes_are_what_a_step_reads_and_writes(name, dtype, mode, impl):
+    """The accounting against a real step: the bytes of each tensor the optimizer holds
+    for its parameters (the parameters, gradients and state buffers, each in its dtype),
+    counted once if an operation of the step reads it and once if the step changes it."""
+    record = contenders.OPTIMIZERS[name]
+    shapes = [(5, 3), (7,), (1,)]
+    values, grads = (cases.random_tensors(shapes, i, "cpu", getattr(torch, dtype)) for i in (0, 1))
+    values = [v * 1e-3 for v in values]  # small weights: no update rounds away (Lion's 1e-4)
+    optimizer = record.build(cases.make_params(values, grads), impl, precision=mode)
+    optimizer.step()  # creates the state; the first step of SGD differs
+    buckets = [b for group in optimizer.buckets for b in group]
+    held = [t for b in buckets for t in (b.param, b.grad, *b.state.values())]
+    before = [t.clone() for t in held]
+    reads = Reads()
+    with reads:
+        optimizer.step()
+    moved = 0
+    for tensor, old in zip(held, before, strict=True):
+        read = tensor.untyped_storage().data_ptr() in reads.storages
+        moved += tensor.nbytes * (read + (not torch.equal(tensor, old)))
+    n = sum(b.param.numel() for b in buckets)
+    assert record.step_bytes(getattr(torch, dtype), mode) == moved / n
+
+
+def test_step_bytes_are_unknown_where_the_step_is_not_memory_bound():
+    muon = contenders.OPTIMIZERS["muon"]
+    assert muon.arrays is None and math.isnan(muon.step_bytes(torch.bfloat16, "kahan"))
+
+
 # -- measure and memory -----------------------------------------------------------------------
 
 
@@ -209,6 +280,30 @@ def test_compiled_races():
     assert set(steps) == {"minioptim", "minioptim compiled", *TORCH_LABELS}
     assert steps["minioptim compiled"]["ms"] > 0
     assert "| compiled |" in report.summary_markdown(found)
+
+
+def test_the_precision_suite_races_each_mode_on_both_paths(tmp_path, monkeypatch, capsys):
+    """bfloat16 steps in each precision mode, on the default and the compiled path, against
+    torch's plain ones; each record's GB/s from the bytes its mode must move. Muon (matrix
+    products) and the student's RMSprop (no precision=) do not race."""
+    monkeypatch.setattr(suites, "bandwidth", lambda device, elements: dict(copy=2e9, triad=2e9))
+    options = "--suite precision --sets few-large --optimizers adam,muon,rmsprop --scale 0.0001"
+    cli.main([*options.split(), "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)])
+    found = report.load(tmp_path / "records.jsonl")
+    assert {r["kind"] for r in found} == {"environment", "bandwidth", "precision"}
+    adam = contenders.OPTIMIZERS["adam"]
+    ours = {f"minioptim {mode}{path}" for mode in suites.PRECISION_MODES
+            for path in ("", " compiled")}  # fmt: skip
+    assert {r["contender"] for r in found[2:]} == ours | set(TORCH_LABELS)
+    for r in found[2:]:
+        assert (r["optimizer"], r["dtype"], r["set"]) == ("adam", "bfloat16", "few-large")
+        assert r["precision"] == ("plain" if r["torch"] else r["contender"].split()[1])
+        assert r["bytes_per_param"] == adam.step_bytes(torch.bfloat16, r["precision"])
+        assert r["gbps"] == pytest.approx(r["bytes_per_param"] * r["n_params"] / r["ms"] / 1e6)
+        assert r["pct_copy"] == pytest.approx(50 * r["gbps"])  # of 2 GB/s
+        assert r["best_torch"] in TORCH_LABELS and r["vs_torch"] > 0
+    assert "adam in precision modes" in capsys.readouterr().out
+    assert "| minioptim kahan compiled |" in (tmp_path / "summary.md").read_text()
 
 
 def test_host_overhead_and_its_fit():

@@ -11,9 +11,10 @@ Run it as ``python -m minioptim.bench`` (or ``make bench``); ``--help`` lists th
 One module per responsibility:
 
 - :mod:`~minioptim.bench.cases`: what is optimized (parameter sets);
-- :mod:`~minioptim.bench.contenders`: one record per optimizer, and the implementations
-  that race (minioptim's default, reference and compiled paths, torch's for-loop,
-  foreach and fused ones), with :mod:`~minioptim.bench.baselines` where torch has none
+- :mod:`~minioptim.bench.contenders`: one record per optimizer, the bytes its step must
+  move in each precision mode, and the implementations that race (minioptim's default,
+  reference and compiled paths and its precision modes, torch's for-loop, foreach and
+  fused ones), with :mod:`~minioptim.bench.baselines` where torch has none
   (SignSGD, Lion) and :mod:`~minioptim.bench.student`, a student's RMSprop;
 - :mod:`~minioptim.bench.measure`: clocks (device and host time, round-robin medians)
   and the copy and triad bandwidths; :mod:`~minioptim.bench.memory`: state and peaks;

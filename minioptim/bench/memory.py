@@ -11,6 +11,9 @@ from typing import Any
 
 import torch
 
+import minioptim
+
+from .contenders import OPTIMIZERS
 from .measure import synchronize
 
 
@@ -173,7 +176,7 @@ PRECISIONS = (
     ("bfloat16", "stochastic"),
     ("bfloat16", "kahan"),
 )
-#: The optimizers of the table: minioptim's (by the bench's names) and torch.optim.Adafactor.
+#: The optimizers of the table, by the bench's names (Adafactor is not a step contender).
 TABLE_OPTIMIZERS = ("sgd", "adam", "lion", "muon", "adafactor")
 
 
@@ -185,43 +188,30 @@ def precision_records(
 ) -> list[dict[str, Any]]:
     """Bytes per parameter of each optimizer in each precision mode: one record each.
 
-    Each optimizer is built on fresh parameters of ``shapes`` (Muon on the 2-d ones only)
-    with gradients, and takes one step, which creates its state. The record splits its
-    bytes by :func:`bytes_by_kind` (``parameters``, ``gradients``, ``state``, ``master``;
-    per parameter), and checks the total against an independent measurement
-    (``measured``): on CUDA the growth of ``torch.cuda.memory_allocated`` from before the
-    parameters were made (plus the step counters, which live on the host), elsewhere the
-    sum of ``tensor.nbytes`` over the parameters, their gradients and ``optimizer.state``.
-    On CUDA ``peak_bpp`` is ``torch.cuda.max_memory_allocated``'s growth over the same
-    span: the bytes above include the step's temporaries (float32 working copies, a
-    fused kernel's buffers) at their peak.
-
-    ``torch.optim.Adafactor`` (factored second moments: a row and a column per matrix,
-    full for vectors) has no precision modes: it runs in float32 and bfloat16, and its
-    other rows are derived (``derived=True``) from its state in the dtype the mode keeps
-    state in, plus what the mode adds: 4 bytes of master weights or 2 of compensation.
+    Each optimizer (minioptim's, ``minioptim.Adafactor`` included) is built on fresh
+    parameters of ``shapes`` (Muon on the 2-d ones only) with gradients, and takes one
+    step, which creates its state. The record splits its bytes by :func:`bytes_by_kind`
+    (``parameters``, ``gradients``, ``state``, ``master``; per parameter), and checks the
+    total against an independent measurement (``measured``): on CUDA the growth of
+    ``torch.cuda.memory_allocated`` from before the parameters were made (plus the step
+    counters, which live on the host), elsewhere the sum of ``tensor.nbytes`` over the
+    parameters, their gradients and ``optimizer.state``. On CUDA ``peak_bpp`` is
+    ``torch.cuda.max_memory_allocated``'s growth over the same span: the bytes above
+    include the step's temporaries (float32 working copies, a fused kernel's buffers) at
+    their peak.
     """
-
-    from .contenders import OPTIMIZERS
-
     records = []
     for name in optimizers:
         for dtype_name, mode in precisions:
             dtype = getattr(torch, dtype_name)
             chosen = [s for s in shapes if len(s) == 2] if name == "muon" else list(shapes)
-            derived = name == "adafactor" and mode != "plain"
-            run_dtype = torch.float32 if derived and mode == "master" else dtype
             if device.startswith("cuda"):
                 gc.collect()  # the previous optimizer (reference cycles) leaves the device
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
-            params = _fresh_params(chosen, run_dtype, device)
-            if name == "adafactor":
-                optimizer = torch.optim.Adafactor(params, lr=1e-2)
-            else:
-                record = OPTIMIZERS[name]
-                optimizer = record.minioptim(params, **record.hyper, precision=mode)
+            params = _fresh_params(chosen, dtype, device)
+            optimizer = _table_optimizer(name, params, mode)
             optimizer.step()
             kinds = bytes_by_kind(optimizer)
             n = sum(p.numel() for p in params)
@@ -235,10 +225,6 @@ def precision_records(
             else:
                 measured = _tensor_bytes(optimizer)
                 how = "tensor.nbytes"
-            if derived:  # Adafactor in a mode it does not have: its state, and the mode's
-                kinds["parameters"] = kinds["gradients"] = 2 * n
-                kinds["master"] = {"master": 4, "kahan": 2}.get(mode, 0) * n
-                measured = None
             records.append(
                 dict(
                     kind="memory",
@@ -249,14 +235,22 @@ def precision_records(
                     n_params=n,
                     **{f"{kind}_bpp": value / n for kind, value in kinds.items()},
                     total_bpp=sum(kinds.values()) / n,
-                    measured_bpp=None if measured is None else (measured + on_host) / n,
-                    measured_how=None if derived else how,
-                    peak_bpp=None if peak is None or derived else (peak + on_host) / n,
-                    derived=derived,
+                    measured_bpp=(measured + on_host) / n,
+                    measured_how=how,
+                    peak_bpp=None if peak is None else (peak + on_host) / n,
                 )
             )
             del optimizer, params
     return records
+
+
+def _table_optimizer(name: str, params: list[torch.Tensor], mode: str) -> torch.optim.Optimizer:
+    """The table's optimizer ``name`` on ``params`` in precision mode ``mode``: the bench's
+    record of it, or ``minioptim.Adafactor`` with torch.optim.Adafactor's default lr."""
+    if name == "adafactor":
+        return minioptim.Adafactor(params, lr=1e-2, precision=mode)
+    record = OPTIMIZERS[name]
+    return record.minioptim(params, **record.hyper, precision=mode)
 
 
 def _fresh_params(shapes, dtype: torch.dtype, device: str) -> list[torch.Tensor]:
@@ -312,6 +306,6 @@ def precision_markdown(records: list[dict[str, Any]]) -> str:
         for dtype, mode in columns:
             r = by.get((name, dtype, mode))
             cell = "-" if r is None else f"{r['total_bpp']:.1f}"
-            cells.append(cell + ("*" if r and r["derived"] else ""))
+            cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -108,6 +108,7 @@ def format_table(records: list[Record]) -> str:
                 f"{r['vs_torch']:>11.2f}x{r['loss']:>9.4f}"
             )
     lines += _host_lines(records)
+    lines += _precision_lines(records)
     lines += _memory_lines(records)
     lines += [
         "",
@@ -136,21 +137,37 @@ def _host_lines(records: list[Record]) -> list[str]:
     return lines
 
 
+def _precision_lines(records: list[Record]) -> list[str]:
+    lines = []
+    for (set_name, name), group in _groups(records, "precision", "set", "optimizer").items():
+        first = group[0]
+        lines += ["", f"{set_name} ({first['n_tensors']} tensors, {first['n_params'] / 1e6:.2f}M"]
+        lines[-1] += f" {first['dtype']}) - {name} in precision modes (torch's: plain)"
+        lines.append(
+            f"  {'contender':<29}{'ms/step':>10}{'/best torch':>12}{'B/param':>9}{'GB/s':>8}"
+            f"{'% copy':>8}"
+        )
+        for r in group:
+            lines.append(
+                f"  {r['contender']:<29}{r['ms']:>10.3f}{_num(r['vs_torch'], 2):>11}x"
+                f"{r['bytes_per_param']:>9.0f}{_num(r['gbps']):>8}{_num(r['pct_copy'], 0):>7}%"
+            )
+    return lines
+
+
 def _memory_lines(records: list[Record]) -> list[str]:
     lines = []
     for (set_name,), group in _groups(records, "memory", "set").items():
-        lines += ["", f"{set_name} - bytes per parameter by precision mode (* derived)"]
+        lines += ["", f"{set_name} - bytes per parameter by precision mode"]
         lines.append(
             f"  {'optimizer':<11}{'dtype':<10}{'mode':<12}{'params':>7}{'grads':>7}"
             f"{'state':>7}{'master':>7}{'total':>7}{'measured':>10}"
         )
         for r in group:
-            measured = "-" if r["measured_bpp"] is None else f"{r['measured_bpp']:.2f}"
             lines.append(
                 f"  {r['optimizer']:<11}{r['dtype']:<10}{r['precision']:<12}"
                 f"{r['parameters_bpp']:>7.2f}{r['gradients_bpp']:>7.2f}{r['state_bpp']:>7.2f}"
-                f"{r['master_bpp']:>7.2f}{r['total_bpp']:>6.2f}{'*' if r['derived'] else ' '}"
-                f"{measured:>10}"
+                f"{r['master_bpp']:>7.2f}{r['total_bpp']:>7.2f}{r['measured_bpp']:>10.2f}"
             )
     return lines
 
@@ -181,14 +198,32 @@ def summary_markdown(records: list[Record]) -> str:
         lines.append(f"| {shape} | {name} | {dtype} | {' | '.join(cells)} |")
     if any(r["torch"] and r["contender"].startswith("bench") for r in _of(records, "step")):
         lines.append("\n\\* a torch-ops baseline of minioptim.bench.baselines (torch has none).")
+    if _of(records, "precision"):
+        lines += ["", _precision_markdown(records)]
     if _of(records, "memory"):
         from .memory import precision_markdown
 
         lines += [
             "\nBytes per parameter (parameters + gradients + state + master copies):\n",
             precision_markdown(records),
-            "\n\\* Adafactor has no precision modes: derived from its state in that dtype.",
         ]
+    return "\n".join(lines)
+
+
+def _precision_markdown(records: list[Record]) -> str:
+    """The precision suite's records as a markdown table: each contender's ms per step,
+    the bytes its mode must move, and its GB/s (% of copy)."""
+    lines = [
+        "Precision modes (torch: plain steps, for reference):\n",
+        "| set | optimizer | contender | ms | / best torch | bytes/param | GB/s (% of copy) |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in _of(records, "precision"):
+        shape = f"{r['set']} ({r['n_tensors']} tensors, {_count(r['n_params'])}, {r['dtype']})"
+        lines.append(
+            f"| {shape} | {r['optimizer']} | {r['contender']} | {_ms(r['ms'])} "
+            f"| {_num(r['vs_torch'], 2)}x | {r['bytes_per_param']:.0f} | {_bandwidth(r)} |"
+        )
     return "\n".join(lines)
 
 

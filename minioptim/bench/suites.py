@@ -11,6 +11,11 @@
 - ``memory``: bytes per parameter (parameters, gradients, state, master copies) of SGD,
   Adam, Lion, Muon and Adafactor in each precision mode, checked against an independent
   measurement (:func:`minioptim.bench.memory.precision_records`).
+- ``precision``: ``step()`` on bfloat16 parameters in the precision modes
+  (:data:`PRECISION_MODES`), each on minioptim's default path and its compiled one, with
+  its GB/s from the bytes that mode must move
+  (:meth:`~minioptim.bench.contenders.Optimizer.step_bytes`), against torch's plain
+  bfloat16 steps for reference.
 
 Every contender of a comparison lives in the same process, gets its own copy of the same
 (seeded) parameters and gradients, and is timed round-robin with the others
@@ -46,7 +51,10 @@ from .measure import (
 )
 
 Record = dict[str, Any]  # one measurement: plain data, as written to JSON
-SUITES = ("steps", "zero-grad", "sweeps", "training", "host-overhead", "memory")
+SUITES = ("steps", "zero-grad", "sweeps", "training", "host-overhead", "memory", "precision")
+#: The ``precision`` suite's modes, on parameters of :data:`PRECISION_DTYPE`.
+PRECISION_MODES = ("stochastic", "kahan", "master")
+PRECISION_DTYPE = "bfloat16"
 
 
 def build(contenders: list[Contender], values, grads, timing: Timing) -> dict[str, Any]:
@@ -80,17 +88,20 @@ def steps(
     timing: Timing,
     copy_gbps: float,
     contenders: list[Contender],
+    kind: str = "step",
 ) -> list[Record]:
     """Time ``step()`` of ``contenders`` of ``optimizer`` on one parameter set.
 
     Each contender gets its own copy of ``values`` and ``grads``. Before the timing, one
     more step of each contender, taken alone, shows the peak memory that a step
-    allocates on top of the parameters, gradients and state.
+    allocates on top of the parameters, gradients and state. Each record's GB/s count
+    the bytes its contender's step must move, in its precision mode
+    (:meth:`~minioptim.bench.contenders.Optimizer.step_bytes`); ``kind``: the records'.
     """
     shapes = [tuple(v.shape) for v in values]
     dtype = values[0].dtype
-    itemsize = values[0].element_size()
-    needed = 4 * itemsize * numel(shapes) * len(contenders)  # p, g, 2 states
+    # p, g and 2 states each, at least as large as float32's (master weights and state)
+    needed = 4 * max(dtype.itemsize, 4) * numel(shapes) * len(contenders)
     free = memory.available_bytes(timing.device)
     if free is not None and needed > free:
         timing.say(f"  skipping: needs ~{needed / 2**30:.1f} GiB, {free / 2**30:.1f} free")
@@ -102,19 +113,21 @@ def steps(
     torch_labels = {c.label for c in contenders if c.torch}
     torch_times = {label: s.seconds for label, s in samples.items() if label in torch_labels}
     best = min(torch_times, key=torch_times.get) if torch_times else None
+    modes = {c.label: c.precision for c in contenders}
     n_params = numel(shapes)
-    per_param = optimizer.arrays * itemsize if optimizer.arrays else math.nan
     records = []
     for label, opt in built.items():
         seconds = samples[label].seconds
+        per_param = optimizer.step_bytes(dtype, modes[label])
         gbps = per_param * n_params / seconds / 1e9
         records.append(
             dict(
-                kind="step",
+                kind=kind,
                 set=set_name,
                 optimizer=optimizer.name,
                 dtype=str(dtype).removeprefix("torch."),
                 contender=label,
+                precision=modes[label],
                 torch=label in torch_labels,
                 n_tensors=len(shapes),
                 n_params=n_params,
@@ -363,11 +376,15 @@ def run(
     every optimizer of ``optimizers`` on every set of ``sets`` in every dtype (Muon on
     sets of matrices only); ``zero-grad`` runs on every set; ``sweeps`` times Adam (or the
     first element-wise optimizer given), ``host-overhead`` every element-wise one;
-    ``training`` is one case, shrunk with ``scale``; ``memory`` runs on every set.
+    ``training`` is one case, shrunk with ``scale``; ``memory`` runs on every set;
+    ``precision`` runs minioptim's element-wise optimizers of ``optimizers`` on every set
+    in bfloat16, whatever ``dtypes`` says (:func:`races`).
 
     The contenders of ``steps`` and ``sweeps``: minioptim's default path, its reference
     path (``reference``) and its compiled path (``compiled``, element-wise optimizers),
-    and torch's variants (those ending with a word of ``torch_variants``, or all).
+    and torch's variants (those ending with a word of ``torch_variants``, or all). Those
+    of ``precision``: minioptim in each of :data:`PRECISION_MODES`, on its default path
+    and (``compiled``) its compiled one, and the same torch variants.
 
     ``keep`` is called with each record as soon as it is measured (the command line
     appends it to a file), so an interrupted run leaves what it measured; progress goes
@@ -406,27 +423,35 @@ def run(
             ),
         ])  # fmt: skip
         comparisons = [
-            (set_name, dtype, name)
+            (set_name, dtype, name, suite)
             for set_name in sets
-            for dtype in dtypes
-            for name in (optimizers if "steps" in suites else ())
-            if cases.SETS[set_name].matrices or not OPTIMIZERS[name].matrices  # Muon
+            for dtype in dict.fromkeys([*dtypes, PRECISION_DTYPE])
+            for suite in ("steps", "precision")
+            for name in optimizers
+            if suite in suites and races(suite, cases.SETS[set_name], dtype, dtypes, name)
         ]
         done = 0
         for set_name in sets:
             shapes = cases.scaled(cases.SETS[set_name].shapes(), scale)
-            for dtype in dtypes:
-                names = [n for s, d, n in comparisons if (s, d) == (set_name, dtype)]
-                if not names:
-                    continue
+            for dtype in dict.fromkeys(d for s, d, _, _ in comparisons if s == set_name):
                 values = random_tensors(shapes, timing.seed, timing.device, getattr(torch, dtype))
                 grads = random_tensors(shapes, timing.seed + 1, timing.device, values[0].dtype)
-                for name in names:
+                for s, d, name, suite in comparisons:
+                    if (s, d) != (set_name, dtype):
+                        continue
                     done += 1
-                    say(f"({done}/{len(comparisons)}) {set_name}: {name} {dtype}")
+                    modes = " in precision modes" if suite == "precision" else ""
+                    say(f"({done}/{len(comparisons)}) {set_name}: {name} {dtype}{modes}")
                     optimizer = OPTIMIZERS[name]
-                    racing = optimizer.contenders(reference, torch_variants, compiled)
-                    add(steps(set_name, values, grads, optimizer, timing, copy_gbps, racing))
+                    if suite == "steps":
+                        racing = optimizer.contenders(reference, torch_variants, compiled)
+                        kind = "step"
+                    else:
+                        racing = optimizer.precision_contenders(
+                            PRECISION_MODES, torch_variants, compiled
+                        )
+                        kind = "precision"
+                    add(steps(set_name, values, grads, optimizer, timing, copy_gbps, racing, kind))
                 del values, grads
             if "zero-grad" in suites:
                 say(f"{set_name}: zero_grad")
@@ -450,6 +475,17 @@ def run(
             add(host_overhead(optimizer, timing, HOST_COUNTS))
     say("done")
     return records
+
+
+def races(suite: str, parameters: cases.ParameterSet, dtype: str, dtypes, name: str) -> bool:
+    """Whether optimizer ``name`` races on ``parameters`` in ``dtype`` in ``suite``:
+    ``steps`` in each of ``dtypes`` (Muon on sets of matrices only); ``precision`` in
+    :data:`PRECISION_DTYPE`, minioptim's own memory-bound optimizers (a student's class
+    takes no ``precision=``; Muon's step is matrix products)."""
+    optimizer = OPTIMIZERS[name]
+    if suite == "steps":
+        return dtype in dtypes and (parameters.matrices or not optimizer.matrices)
+    return dtype == PRECISION_DTYPE and optimizer.takes_impl and optimizer.arrays is not None
 
 
 @contextlib.contextmanager
