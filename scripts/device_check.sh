@@ -5,11 +5,13 @@
 #
 #   1. tests/test_cuda.py, tests/test_devices.py and test_compiled.py's CUDA tests: every
 #      optimizer against its reference on the device, half precision, no host syncs in
-#      step(), aliases on the device, CUDA-graph capture refused, checkpoints moving
+#      step(), aliases on the device, CUDA-graph capture refused without capturable=True
+#      and, with it, replays equal to eager steps (tests/test_capture.py, every optimizer,
+#      float and tensor lr, and a whole training step in one graph), checkpoints moving
 #      between CPU and GPU, the precision modes, the bytes per parameter against the
 #      allocator; impl="auto" taking the compiled rule (Triton) without a host
 #      synchronization, and a training step under torch.compile(mode="reduce-overhead")
-#      equal to eager steps. In six groups of tests that run at the same time (TESTS);
+#      equal to eager steps. In seven groups of tests that run at the same time (TESTS);
 #   2. the precision suite on the llm set: Adam on bfloat16 parameters with stochastic
 #      rounding, Kahan compensation and master weights, default and compiled paths,
 #      against torch's foreach and fused bfloat16 steps, in GB/s and % of copy;
@@ -24,7 +26,7 @@
 #
 #   part                     limit   estimate: cold inductor cache (warm)
 #   device description        -        5 s
-#   1. tests, 6 groups       100 s    60-100 s (30 s): as long as the largest group
+#   1. tests, 7 groups       100 s    60-100 s (30 s): as long as the largest group
 #   2. precision, Adam        40 s    35 s (20 s): 355M random values, 3 graphs
 #   3. quick benchmark        65 s    60 s (40 s): ~10 graphs the tests did not compile
 #   4. memory                 25 s    15 s (10 s): graphs the tests compiled
@@ -32,8 +34,9 @@
 #
 # The tests compile about 90 graphs of the rules (one per rule, options, dtype and
 # precision mode; SGD's first step apart), one after the other in one process: 5-6
-# minutes. The six groups split them (half precision ~24, the precision modes' compiled
-# rules ~16, the memory accounting ~15, the float32 rules ~12 in two groups, Muon's 2)
+# minutes. The seven groups split them (half precision ~24, the precision modes' compiled
+# rules ~16, the memory accounting ~15, the float32 rules ~12 in two groups, Muon's 2,
+# the capture tests ~8 with float32 step tensors)
 # and run at the same time, two compile workers each. Every compiled graph goes to an
 # inductor cache in the output folder, which parts 2-4 (and a rerun into the same
 # folder) read instead of compiling again. Each part keeps what it wrote if its limit
@@ -64,12 +67,14 @@ TESTS=(
     "rounding|stochastic_and_kahan"
     "muon|$compiled and muon"
     "memory|bytes_per_parameter"
+    "capture|test_capture.py and cuda"
 )
 pids=()
 for group in "${TESTS[@]}"; do
-    # two compile workers each: six processes and their workers on 16 cores or more
+    # two compile workers each: seven processes and their workers on 16 cores or more
     TORCHINDUCTOR_COMPILE_THREADS=2 timeout 100 python3 -m pytest -v -rs -p no:cacheprovider \
-        tests/test_cuda.py tests/test_devices.py tests/test_compiled.py -k "${group#*|}" \
+        tests/test_cuda.py tests/test_devices.py tests/test_compiled.py tests/test_capture.py \
+        -k "${group#*|}" \
         >"$out/tests-${group%%|*}.txt" 2>&1 &
     pids+=("$!")
 done

@@ -97,7 +97,7 @@ def test_parameters_alias_the_device_buffer_with_storages_of_their_own():
 def test_capturing_a_step_in_a_cuda_graph_raises_instead_of_replaying_wrong_steps(case):
     """Step-dependent values (Adam's bias corrections, SGD's first-step initialisation)
     are computed on the host: a replay would repeat them. torch.optim refuses such a
-    capture unless capturable=True; minioptim refuses it with a message."""
+    capture unless capturable=True, and so does minioptim (tests/test_capture.py: with it)."""
     params = leaf_copies(on_cuda(case.tensors(torch.float32)))
     optimizer = case.ours(params)
     for p in params:
