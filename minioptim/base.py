@@ -266,7 +266,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             replacing one (``state["v"] = ...``) raises.
         step:
             The number of this update for these parameters: 1 on the first, whether the
-            optimizer keeps state or not; it survives ``state_dict()`` round trips.
+            optimizer keeps state or not; it survives ``state_dict()`` round trips. With
+            ``capturable=True`` it is a 0-d tensor on the parameters' device.
         layout:
             Only passed to an ``update`` that declares it: which parameters the slice
             holds, their offsets and shapes, per-parameter views and reductions.
