@@ -424,8 +424,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                 state, new = bucket.run_state(bucket_specs, run)
                 try:
                     self._update_run(group, extra, bucket, run, state)
-                except RuntimeError as error:
-                    if capturing:
+                except RuntimeError as error:  # CUDA: "... not permitted when stream is capturing"
+                    if capturing and "captur" in str(error):
                         method = "update" if self.impl != "fast" else "fast_update"
                         raise RuntimeError(CAPTURE_HOST_READ.format(
                             owner=owner, method=method, error=error)) from error  # fmt: skip
