@@ -23,6 +23,7 @@ from numbers import Real
 from typing import Any
 
 import torch
+from torch.optim import optimizer as optimizer_hooks
 
 from .compiled import CompiledRule, as_tensor, compiled
 from .flat import DTensor, FlatBuffer, Run, unmovable
@@ -77,6 +78,27 @@ CAPTURE_HOST_READ = (
     "impl='compiled' (impl='auto' on CUDA) a rule is compiled into kernels that read them on "
     "the device; Python branches on step or min(lr, ...) of a tensor cannot be captured."
 )
+
+
+def observed_only_when_watched(step: Callable[..., Any]) -> Callable[..., Any]:
+    """``step`` wrapped as torch.optim wraps it (a profiler range, the step hooks), but only
+    while a profiler runs or a hook is registered: the range alone costs about 25 µs of
+    host time per step (measured on the course CPU: 78 µs against 53 µs for a step of 10
+    tensors), a third of a fused step."""
+    observed = torch.optim.Optimizer.profile_hook_step(step)
+
+    @functools.wraps(step)
+    def wrapper(self, *args, **kwargs):
+        watched = (
+            torch.autograd._profiler_enabled()
+            or self._optimizer_step_pre_hooks
+            or self._optimizer_step_post_hooks
+            or optimizer_hooks._global_optimizer_pre_hooks
+            or optimizer_hooks._global_optimizer_post_hooks
+        )
+        return observed(self, *args, **kwargs) if watched else step(self, *args, **kwargs)
+
+    return wrapper
 
 
 @functools.cache
@@ -382,6 +404,13 @@ class FusedOptimizer(torch.optim.Optimizer):
                 )
 
     # -- stepping ---------------------------------------------------------------------------
+
+    def _patch_step_function(self) -> None:
+        """As torch.optim's (which ``__init__`` calls), with :func:`observed_only_when_watched`."""
+        self._zero_grad_profile_name = f"Optimizer.zero_grad#{type(self).__name__}.zero_grad"
+        if not getattr(type(self).step, "hooked", False):
+            type(self).step = observed_only_when_watched(type(self).step)
+            type(self).step.hooked = True
 
     # Dynamo does not trace into step(): it is a handful of fused kernels over flat buffers
     # already, and its binding check inspects Python objects (p.data, p.grad) that a graph

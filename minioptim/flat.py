@@ -174,8 +174,10 @@ class FlatBuffer:
         # is set to each spec's init before its first update, and again after its entry
         # was deleted; zeroing state[p]["step"] restarts the count but keeps the state.
         self.started = [False] * len(self.params)
-        # capturable=True (keep_steps_on_device): host labels of the step counts.
-        self.labels: list[int] | None = None
+        # What the host knows of the counts without reading them (relabel): the counts
+        # themselves while they are on the CPU, labels while they are on the device.
+        self.on_device = False
+        self.relabel()
         # A precision mode (minioptim.precision) may keep state in another dtype than the
         # parameters' (float32 master weights and moments): state_dtypes[name], else
         # state_dtype; and its per-bucket data in `precision`.
@@ -374,16 +376,20 @@ class FlatBuffer:
         counters' version, and the next step reads the counts again.
         """
         self.steps = self.steps.to(self.device)
-        self.labels = []
+        self.on_device = True
         self.relabel()
 
     def relabel(self) -> None:
-        """With the counters on the device: labels from the counts themselves, read once
-        (at the start, and after a checkpoint or an edit of ``optimizer.state``)."""
-        if self.labels is not None:
-            self.labels = [int(count) for count in self.steps.tolist()]
-            self._fresh_label = itertools.count(max(self.labels, default=0) + 1)
-            self._labelled_version = self.steps._version
+        """Read the counts into the host's ``labels``: at the start, after a checkpoint,
+        and after a count was written from outside (the counters' version changed).
+
+        Between reads the host keeps them itself (:meth:`count`), so a step reads no
+        tensor to split the bucket into runs: with the counters on the CPU the labels are
+        the counts; on the device, labels equal for parameters with equal counts.
+        """
+        self.labels = [int(count) for count in self.steps.tolist()]
+        self._fresh_label = itertools.count(max(self.labels, default=0) + 1)
+        self._labelled_version = self.steps._version
 
     # -- which slices to update -----------------------------------------------------------
 
@@ -396,26 +402,24 @@ class FlatBuffer:
         parameters that skipped steps keep their own step count, so Adam's bias
         correction stays exact per parameter.
         """
-        if self.labels is None:
-            low, high = torch.aminmax(self.steps)
-            if low == high and all(has_grad):
-                return [self._run(0, len(self), int(low) + 1)]
-        elif self.steps._version != self._labelled_version:  # a count was written
+        if self.steps._version != self._labelled_version:  # a count was written
             self.relabel()
-        steps = self.steps.tolist() if self.labels is None else self.labels
+        labels = self.labels
+        if labels.count(labels[0]) == len(labels) and all(has_grad):
+            return [self._run(0, len(self), labels[0] + 1)]
         runs = []
         first = 0
-        for (grad, done), group in itertools.groupby(
-            range(len(steps)), key=lambda i: (has_grad[i], steps[i])
+        for (grad, label), group in itertools.groupby(
+            range(len(labels)), key=lambda i: (has_grad[i], labels[i])
         ):
             end = first + sum(1 for _ in group)
             if grad:
-                runs.append(self._run(first, end, int(done) + 1))
+                runs.append(self._run(first, end, label + 1))
             first = end
         return runs
 
     def _run(self, first: int, end: int, step: int) -> Run:
-        if self.labels is not None:  # the count is on the device: step is computed there
+        if self.on_device:  # the count is on the device: step is computed there
             step = self.steps[first] + 1
         return Run(first, end, self.offsets[first], self.offsets[end], step)
 
@@ -491,10 +495,11 @@ class FlatBuffer:
 
     def count(self, run: Run) -> None:
         """One more update for the run's parameters, which all have state from now on."""
-        self.steps[run.first : run.end] += 1
-        if self.labels is not None:  # updated together from now on: one new label
-            self.labels[run.first : run.end] = [next(self._fresh_label)] * (run.end - run.first)
-            self._labelled_version = self.steps._version
+        self.steps[run.first : run.end].add_(1)
+        # the new count on the CPU; on the device, a new label: updated together from now on
+        label = next(self._fresh_label) if self.on_device else run.step
+        self.labels[run.first : run.end] = [label] * (run.end - run.first)
+        self._labelled_version = self.steps._version
         if not self.started_all(run):
             self.started[run.first : run.end] = [True] * (run.end - run.first)
 

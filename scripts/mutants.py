@@ -462,26 +462,26 @@ MUTANTS = [
     # -- flat.py: runs and step counting ----------------------------------------------------
     M(
         "flat.py",
-        "if low == high and all(has_grad):",
-        "if low == high:",
+        "if labels.count(labels[0]) == len(labels) and all(has_grad):",
+        "if labels.count(labels[0]) == len(labels):",
         "runs: parameters without a gradient updated when step counts agree",
     ),
     M(
         "flat.py",
-        "runs.append(self._run(first, end, int(done) + 1))",
-        "runs.append(self._run(first, end, int(low) + 1))",
+        "runs.append(self._run(first, end, label + 1))",
+        "runs.append(self._run(first, end, min(labels) + 1))",
         "runs: every run gets the bucket's smallest step count",
     ),
     M(
         "flat.py",
-        "key=lambda i: (has_grad[i], steps[i])",
-        "key=lambda i: (has_grad[i], steps[0])",
+        "key=lambda i: (has_grad[i], labels[i])",
+        "key=lambda i: (has_grad[i], labels[0])",
         "runs: parameters with different step counts merged into one run",
     ),
     M(
         "flat.py",
-        "self.steps[run.first : run.end] += 1",
-        "self.steps[run.first : run.end + 1] += 1",
+        "self.steps[run.first : run.end].add_(1)",
+        "self.steps[run.first : run.end + 1].add_(1)",
         "finish: counts the next parameter's step too",
     ),
     M(
@@ -920,15 +920,27 @@ MUTANTS = [
     # -- capturable=True (issue 17): counts on the device, labels on the host --------------
     M(
         "flat.py",
-        "[next(self._fresh_label)] * (run.end - run.first)",
-        "[x + 1 for x in self.labels[run.first : run.end]]",
-        "count: the host's labels are its own counts, blind to replays (runs merge wrongly)",
+        "label = next(self._fresh_label) if self.on_device else run.step",
+        "label = run.step if self.on_device else run.step",
+        "count: on the device the host's labels are counts, blind to replays (runs merge)",
     ),
     M(
         "flat.py",
-        "        elif self.steps._version != self._labelled_version:  # a count was written",
-        "        elif False:  # a count was written",
-        "runs: a count written in place is not read again under capturable=True",
+        "        if self.steps._version != self._labelled_version:  # a count was written",
+        "        if False:  # a count was written",
+        "runs: a count written in place (state[p][\"step\"].zero_()) is not read again",
+    ),
+    M(
+        "base.py",
+        "            or self._optimizer_step_pre_hooks\n",
+        "",
+        "step: a registered step pre-hook not called (torch.optim's wrapper skipped)",
+    ),
+    M(
+        "base.py",
+        "            torch.autograd._profiler_enabled()\n            or",
+        "            False\n            or",
+        "step: no profiler range while a profiler runs (torch.optim's wrapper skipped)",
     ),
     M(
         "base.py",

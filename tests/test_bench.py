@@ -7,6 +7,7 @@ import os
 import runpy
 import signal
 import sys
+import types
 
 import pytest
 import torch
@@ -84,6 +85,41 @@ def test_every_optimizer_has_minioptim_and_torch_contenders():
     assert [c.label for c in adam] == ["minioptim", "torch fused"]
     muon = contenders.OPTIMIZERS["muon"].contenders(only=("foreach", "fused"))
     assert [c.label for c in muon if c.torch] == ["torch for-loop"]  # its only one
+
+
+def test_the_captured_contender_is_cuda_only_and_skipped_elsewhere():
+    """``captured=True`` adds a replayed CUDA graph of the default step for the classes
+    that take ``capturable=``; on a CPU its build raises, and the benchmark skips it."""
+    for optimizer in contenders.OPTIMIZERS.values():
+        labels = [c.label for c in optimizer.contenders(captured=True)]
+        assert ("minioptim captured" in labels) == optimizer.takes_impl
+    adam = contenders.OPTIMIZERS["adam"]
+    captured = [c for c in adam.contenders(captured=True) if c.label == "minioptim captured"]
+    values = cases.random_tensors([(5, 3)], 0, "cpu", torch.float32)
+    grads = cases.random_tensors([(5, 3)], 1, "cpu", torch.float32)
+    with pytest.raises(RuntimeError, match="CUDA device"):
+        captured[0].build(cases.make_params(values, grads))
+    said = []
+    timing = types.SimpleNamespace(warmup=1, say=said.append)
+    assert suites.build(captured, values, grads, timing) == {}
+    assert said == ["  skipping minioptim captured: a captured step needs a CUDA device"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_the_captured_contender_replays_minioptims_steps_on_cuda():
+    adam = contenders.OPTIMIZERS["adam"]
+    values = cases.random_tensors([(5, 3), (7,)], 0, "cuda", torch.float32)
+    grads = cases.random_tensors([(5, 3), (7,)], 1, "cuda", torch.float32)
+    mine, eager = cases.make_params(values, grads), cases.make_params(values, grads)
+    captured = contenders.CapturedStep(adam.build(mine, "auto", capturable=True))
+    reference = adam.build(eager, "auto", capturable=True)
+    for _ in range(3 + 5):  # the warm-up, then the replays (capturing runs no kernel)
+        reference.step()
+    for _ in range(5):
+        captured.step()
+    torch.cuda.synchronize()
+    for p, q in zip(mine, eager, strict=True):
+        assert torch.equal(p, q)
 
 
 def test_the_students_rmsprop_is_torchs_rule_on_every_path():

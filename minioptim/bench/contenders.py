@@ -35,6 +35,33 @@ BENCH = {"bench for-loop": dict(foreach=False), "bench foreach": dict(foreach=Tr
 UNFUSED = {"torch for-loop": dict(foreach=False), "torch foreach": dict(foreach=True)}
 
 
+class CapturedStep:
+    """minioptim's ``step()`` captured once in a CUDA graph (``capturable=True``); each
+    ``step()`` replays it: the host launches one graph instead of the step's Python and
+    kernels. Three eager steps on a side stream first, as ``torch.cuda.graph`` asks."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        if optimizer.param_groups[0]["params"][0].device.type != "cuda":
+            raise RuntimeError("a captured step needs a CUDA device")
+        self.optimizer = optimizer
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                optimizer.step()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            optimizer.step()
+
+    def step(self) -> None:
+        self.graph.replay()
+
+    @property
+    def state(self) -> dict:
+        return self.optimizer.state
+
+
 @dataclass(frozen=True)
 class Contender:
     """One implementation: its label, how to build it on a list of parameters, whether
@@ -109,12 +136,18 @@ class Optimizer:
         return weights + item + state  # the gradient, read
 
     def contenders(
-        self, reference: bool = True, only: tuple[str, ...] = (), compiled: bool = False
+        self,
+        reference: bool = True,
+        only: tuple[str, ...] = (),
+        compiled: bool = False,
+        captured: bool = False,
     ) -> list[Contender]:
         """minioptim (``impl="auto"``), its reference path, and the torch variants.
 
         ``compiled``: add minioptim's ``impl="compiled"`` where the step is memory-bound
-        (``states`` is known), the steps a generated kernel is for. ``only``: keep the
+        (``states`` is known), the steps a generated kernel is for. ``captured`` (CUDA):
+        add ``"minioptim captured"``, its default step replayed as a CUDA graph
+        (:class:`CapturedStep`), where the class takes ``capturable=``. ``only``: keep the
         torch variants whose label ends with one of these words, or all of them where none
         does (Muon's one implementation is a for-loop). A class without ``impl=`` (a
         student's) has no reference contender: its default path is its rule.
@@ -128,6 +161,9 @@ class Optimizer:
             Contender(label, lambda ps, impl=impl: self.build(ps, impl), False)
             for label, impl in impls.items()
         ]
+        if captured and self.takes_impl:
+            build = lambda ps: CapturedStep(self.build(ps, "auto", capturable=True))  # noqa: E731
+            result.append(Contender("minioptim captured", build, False))
         return result + self.torch_contenders(only)
 
     def precision_contenders(

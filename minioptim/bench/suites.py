@@ -444,7 +444,10 @@ def run(
                     say(f"({done}/{len(comparisons)}) {set_name}: {name} {dtype}{modes}")
                     optimizer = OPTIMIZERS[name]
                     if suite == "steps":
-                        racing = optimizer.contenders(reference, torch_variants, compiled)
+                        on_cuda = torch.device(timing.device).type == "cuda"
+                        racing = optimizer.contenders(
+                            reference, torch_variants, compiled, captured=on_cuda
+                        )
                         kind = "step"
                     else:
                         racing = optimizer.precision_contenders(
