@@ -1,4 +1,4 @@
-"""A CPU stand-in for CUDA-graph capture: test ``capturable=True`` where there is no GPU.
+"""Check on a CPU that an optimizer's step can be captured in a CUDA graph.
 
 ``torch.cuda.graph`` records the kernels that a piece of Python launches, with their
 arguments: the addresses of tensors and the values of Python numbers. A replay runs those
@@ -7,17 +7,33 @@ kernels again, writing into the same memory, and none of the Python. So a captur
 (the step count, a scheduled learning rate) lives in device memory, and it may not read a
 device value on the host at all (``item()``, ``bool(tensor)``): a capture raises there.
 
-:class:`Graph` does the same one level up, with ATen operators for kernels. While it
-captures, every operator call is recorded with its arguments (tensors by identity, numbers
-by value) and a host read raises :class:`HostRead`; :meth:`Graph.replay` calls the
-operators again and writes each result into the tensor the capture produced (the graph's
-fixed addresses). A compiled rule's call is recorded as one kernel with its arguments
-frozen (dynamo does not run under a dispatch mode; on a GPU it is a few Triton kernels),
-and ``optimizer._capturing()`` says True, as ``torch.cuda.is_current_stream_capturing()``
+:class:`Graph` plays the same game one level up, with ATen operators for kernels, so a
+rule (a student's ``update`` too) can be checked on a laptop:
+
+>>> p = torch.zeros(3, requires_grad=True)
+>>> optimizer = minioptim.Adam([p], lr=0.1, capturable=True)
+>>> p.grad = torch.ones(3)
+>>> optimizer.step()  # warm-up: the first step fills the state
+>>> graph = Graph()
+>>> with graph.capturing():
+...     optimizer.step()
+>>> graph.replay()  # the next step, as a CUDA graph would run it
+>>> optimizer.state[p]["step"]  # counted on the device by the replay
+tensor(3.)
+
+While it captures, every operator call is recorded with its arguments (tensors by
+identity, numbers by value) and a host read raises :class:`HostRead`. :meth:`Graph.replay`
+calls the operators again and writes each result into the tensor the capture produced
+(a graph's fixed addresses), leaving autograd's version counters alone, as kernels do. A
+compiled rule's call is recorded as one kernel with its arguments frozen (dynamo does not
+run under a dispatch mode; on a GPU it is a few Triton kernels), and
+``optimizer._capturing()`` says True, as ``torch.cuda.is_current_stream_capturing()``
 would. Tensors named as ``host`` (and what is computed from them alone) stand for the
 CPU tensors of a CUDA program: their operators run at capture time only, and may be read.
-What this cannot see: a bug in the generated kernels themselves (the CUDA tests capture
-for real).
+
+Unlike a CUDA graph, the capture runs the step (a CUDA capture only records it). What
+this cannot see: a bug in the generated kernels themselves; minioptim's CUDA tests
+capture for real (``tests/test_capture.py``).
 """
 
 from __future__ import annotations
