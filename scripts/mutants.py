@@ -274,11 +274,9 @@ MUTANTS = [
         "functional.py",
         "return {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in hyper.items()}",
         "return dict(hyper)",
+        # The numbers are the same both ways (torch's tensor_lr overloads read the same
+        # number); where the lr is read shows under capture: tests/test_capture.py.
         "_numbers: tensor hyper-parameters passed to the fused kernels unconverted",
-        equivalent="on the CPU, torch's fused SGD/Adam kernels take a tensor lr through their "
-        "tensor_lr overloads and read the same number (the tensor-lr and tensor-betas tests "
-        "pass both ways); the conversion only decides where a tensor lr is read, which a "
-        "device run (tests/test_cuda.py) can see, not a CPU one",
     ),
     M(
         "functional.py",
