@@ -926,7 +926,7 @@ MUTANTS = [
         "flat.py",
         "        if self.steps._version != self._labelled_version:  # a count was written",
         "        if False:  # a count was written",
-        "runs: a count written in place (state[p][\"step\"].zero_()) is not read again",
+        'runs: a count written in place (state[p]["step"].zero_()) is not read again',
     ),
     M(
         "base.py",
