@@ -451,14 +451,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             for bucket, run in runs:
                 bucket_specs = specs + self.precision.specs(bucket.dtype)
                 state, new = bucket.run_state(bucket_specs, run)
-                try:
-                    self._update_run(group, extra, bucket, run, state)
-                except RuntimeError as error:  # CUDA: "... not permitted when stream is capturing"
-                    if capturing and "captur" in str(error):
-                        method = "update" if self.impl != "fast" else "fast_update"
-                        raise RuntimeError(CAPTURE_HOST_READ.format(
-                            owner=owner, method=method, error=error)) from error  # fmt: skip
-                    raise
+                self._update_run(group, extra, bucket, run, state)
                 bucket.finish(run)
                 if new and (bucket_specs or self.keeps_step(group)):
                     bucket.publish(self.state, bucket_specs, run, self.keeps_step(group))
@@ -576,7 +569,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         fast = self.impl == "fast" and dtype in self._fast_dtypes_on(bucket.device)
         compiled = self.impl == "compiled" or self._auto_compiles(bucket.device)
         method = "fast_update" if fast and not compiled else "update"
-        update = self._compiled_update() if compiled else getattr(self, method)
+        wrap = None
+        if precise and compiled:  # casts, rule and rounding: one generated kernel
+            names = tuple(k for k in state if k not in PRECISION_NAMES)
+            wrap = functools.partial(compiled_fused, mode=self.precision.mode, names=names)
+        update = self._compiled_update(wrap) if compiled else getattr(self, method)
         if prepared:
             if compiled:
                 prepared = {key: as_tensor(value, bucket.device) for key, value in prepared.items()}
@@ -591,19 +588,12 @@ class FusedOptimizer(torch.optim.Optimizer):
                     "element-wise (SGD, Adam, AdamW, SignSGD, Lion) or handles shards (Muon)."
                 )
             extra["layout"] = bucket.layout(run.first, run.end)
-        if not precise:
+        if not precise or compiled:
             param = bucket.param[run.start : run.stop]
             grad = bucket.grad[run.start : run.stop]
+            if precise:
+                state = self.precision.fused_state(bucket, run, state)
             self._call_rule(update, method, group, param, grad, state, run.step, extra)
-            return
-        if compiled:  # casts, rule and rounding: one generated kernel
-            names = tuple(k for k in state if k not in PRECISION_NAMES)
-            wrap = functools.partial(compiled_fused, mode=self.precision.mode, names=names)
-            param = bucket.param[run.start : run.stop]
-            grad = bucket.grad[run.start : run.stop]
-            fused_state = self.precision.fused_state(bucket, run, state)
-            self._call_rule(self._compiled_update(wrap), method, group, param, grad,
-                            fused_state, run.step, extra)  # fmt: skip
             return
         elementwise = not extra and self.rule is not None and not (
             self._overrides("update") or self._overrides("fast_update"))  # fmt: skip
@@ -616,7 +606,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         slices = StateSlices(state, type(self).__name__)
         version, grad_version = param._version, grad._version
         pointers = {key: tensor.data_ptr() for key, tensor in state.items()}
-        result = update(group, param, grad, slices, step, **extra)
+        try:
+            result = update(group, param, grad, slices, step, **extra)
+        except RuntimeError as error:  # CUDA: "... not permitted when stream is capturing"
+            if "captur" in str(error) and self._capturing():
+                raise RuntimeError(CAPTURE_HOST_READ.format(
+                    owner=type(self).__name__, method=method, error=error)) from error  # fmt: skip
+            raise
         self._check_in_place(f"{type(self).__name__}.{method}()", result, param, version,
                              grad, grad_version, state, slices, pointers)  # fmt: skip
 
