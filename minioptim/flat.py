@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from .layout import Layout
+from .layout import Layout, consecutive
 from .state import State
 
 try:
@@ -407,16 +407,11 @@ class FlatBuffer:
         labels = self.labels
         if labels.count(labels[0]) == len(labels) and all(has_grad):
             return [self._run(0, len(self), labels[0] + 1)]
-        runs = []
-        first = 0
-        for (grad, label), group in itertools.groupby(
-            range(len(labels)), key=lambda i: (has_grad[i], labels[i])
-        ):
-            end = first + sum(1 for _ in group)
-            if grad:
-                runs.append(self._run(first, end, label + 1))
-            first = end
-        return runs
+        return [
+            self._run(first, end, label + 1)
+            for (grad, label), first, end in consecutive(list(zip(has_grad, labels, strict=True)))
+            if grad
+        ]
 
     def _run(self, first: int, end: int, step: int) -> Run:
         if self.on_device:  # the count is on the device: step is computed there
@@ -473,14 +468,8 @@ class FlatBuffer:
 
     def _fresh_ranges(self, run: Run) -> list[tuple[int, int]]:
         """The ranges ``(first, end)`` of the run's parameters that have no state yet."""
-        fresh = [not self.started[i] for i in range(run.first, run.end)]
-        ranges, first = [], run.first
-        for is_fresh, group in itertools.groupby(fresh):
-            end = first + sum(1 for _ in group)
-            if is_fresh:
-                ranges.append((first, end))
-            first = end
-        return ranges
+        started = self.started[run.first : run.end]
+        return [(run.first + a, run.first + b) for done, a, b in consecutive(started) if not done]
 
     def finish(self, run: Run) -> None:
         """Count the update of a run, and tell autograd its parameters changed in place.

@@ -33,6 +33,18 @@ from collections.abc import Callable, Sequence
 import torch
 
 
+def consecutive(keys: Sequence) -> list[tuple[object, int, int]]:
+    """``(key, first, end)`` for each maximal run ``keys[first:end]`` of equal neighbours,
+    in order: ``consecutive("aab")`` is ``[("a", 0, 2), ("b", 2, 3)]``."""
+    spans = []  # a plain loop, not itertools.groupby: torch.compile traces it (Layout.by_shape)
+    for i, key in enumerate(keys):
+        if spans and spans[-1][0] == key:
+            spans[-1] = (key, spans[-1][1], i + 1)
+        else:
+            spans.append((key, i, i + 1))
+    return spans
+
+
 class Layout:
     """The parameters of a flat slice: which ones, where, and in which shapes.
 
@@ -170,15 +182,10 @@ class Layout:
         """
         self._check_flat(flat, "by_shape")
         batches = []
-        first = 0
-        while first < len(self):
-            end = first + 1
-            while end < len(self) and self.param_shapes[end] == self.param_shapes[first]:
-                end += 1
+        for _, first, end in consecutive(self.param_shapes):
             if self.shapes[first] is not None:
                 indices = range(first, end)
                 batches.append((self.shapes[first], indices, self.batch(flat, indices)))
-            first = end
         return batches
 
     def batch(self, flat: torch.Tensor, indices: range) -> torch.Tensor:

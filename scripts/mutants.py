@@ -466,14 +466,14 @@ MUTANTS = [
     ),
     M(
         "flat.py",
-        "runs.append(self._run(first, end, label + 1))",
-        "runs.append(self._run(first, end, min(labels) + 1))",
+        "self._run(first, end, label + 1)",
+        "self._run(first, end, min(labels) + 1)",
         "runs: every run gets the bucket's smallest step count",
     ),
     M(
         "flat.py",
-        "key=lambda i: (has_grad[i], labels[i])",
-        "key=lambda i: (has_grad[i], labels[0])",
+        "consecutive(list(zip(has_grad, labels, strict=True)))",
+        "consecutive(list(zip(has_grad, [labels[0]] * len(labels), strict=True)))",
         "runs: parameters with different step counts merged into one run",
     ),
     M(
@@ -582,8 +582,8 @@ MUTANTS = [
     ),
     M(
         "layout.py",
-        "while end < len(self) and self.param_shapes[end] == self.param_shapes[first]:",
-        "while end < len(self) and self.shapes[end] == self.shapes[first]:",
+        "for _, first, end in consecutive(self.param_shapes):",
+        "for _, first, end in consecutive(self.shapes):",
         "Layout.by_shape of a state: batches by the state's shapes, not the parameters' (issue 18)",
     ),
     M(
