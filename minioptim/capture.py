@@ -98,12 +98,12 @@ class Graph(TorchDispatchMode):
             graph.calls.append((call, (rule, *args), kwargs, out))
             return out
 
-        patched = contextlib.ExitStack()
-        with patched:
-            patched.enter_context(_patch(CompiledRule, "__call__", recorded))
-            patched.enter_context(_patch(FusedOptimizer, "_capturing", lambda _: announced))
-            with self:
-                yield self
+        with (
+            _patch(CompiledRule, "__call__", recorded),
+            _patch(FusedOptimizer, "_capturing", lambda _: announced),
+            self,
+        ):
+            yield self
 
     def replay(self) -> None:
         """Run every recorded call again; results land in the captured outputs. Like a
